@@ -1,0 +1,30 @@
+"""Errors that end a run with one readable message (bin/train prints them without a traceback)."""
+
+
+class TfLotteryError(Exception):
+    """Base class of every error tf_lottery reports to a user as one line."""
+
+
+class ConfigError(TfLotteryError, ValueError):
+    """An invalid setting: a gin binding, a name, a fraction outside its range."""
+
+
+class DataError(TfLotteryError):
+    """Data that cannot be found or read; the message says what to install or download."""
+
+
+class TrainingError(TfLotteryError):
+    """Training that cannot go on (e.g. a NaN loss); earlier completed work is kept."""
+
+
+def check_fraction(name, value, allow_one=False):
+    """Raise ConfigError unless 0 <= value < 1 (or <= 1 with allow_one)."""
+    upper_ok = value <= 1 if allow_one else value < 1
+    try:
+        ok = 0 <= value and upper_ok
+    except TypeError:
+        ok = False
+    if not ok:
+        interval = "[0, 1]" if allow_one else "[0, 1)"
+        raise ConfigError(f"{name} must be in {interval}, got {value!r}")
+    return float(value)
