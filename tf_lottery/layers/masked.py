@@ -1,0 +1,190 @@
+"""Masked Keras layers: the only place where a mask touches a kernel.
+
+`MaskedDense`, `MaskedConv2D` and `MaskedDepthwiseConv2D` subclass the Keras layers they
+replace, take the same arguments (plus `mask_rule` and `score_initializer`), hold the same
+weights, and add
+
+* `mask`: a non-trainable 0/1 variable shaped like the kernel (pruned weights have mask 0);
+* `scores`: a trainable variable, only when the mask rule needs one;
+* whatever the rule keeps (`keep_fraction`, `beta`, `ever_selected`).
+
+`layer.kernel` is the *effective* kernel θ ⊙ rule.mask(...) used by the forward pass, so
+gradients reach the raw weights (`layer.raw_kernel`) only through the mask: a pruned weight gets
+a gradient of exactly zero and its effective value stays exactly zero whatever the optimizer
+does to the raw value (momentum, weight decay).
+"""
+import keras
+import tensorflow as tf
+
+from tf_lottery.layers.initializers import score_initializer as get_score_initializer
+from tf_lottery.layers.mask_rules import get_rule
+
+_PACKAGE = "tf_lottery"
+
+
+class MaskedLayerMixin:
+    """Mask, scores and rule handling shared by the masked layers."""
+
+    def _init_masking(self, mask_rule, score_initializer):
+        self.mask_rule = get_rule(mask_rule)
+        self.score_initializer = get_score_initializer(score_initializer)
+        self._mask_training = None
+
+    def _build_masking(self):
+        shape = tuple(self.raw_kernel.shape)
+        self.mask = self.add_weight(name="mask", shape=shape, initializer="ones",
+                                    trainable=False, aggregation="only_first_replica")
+        self.scores = None
+        if self.mask_rule.needs_scores:
+            self.scores = self.add_weight(name="scores", shape=shape,
+                                          initializer=self.score_initializer, trainable=True)
+        self.mask_rule.build(self)
+
+    @property
+    def raw_kernel(self):
+        """The kernel variable itself (pruned entries may hold any value)."""
+        return self._kernel
+
+    def effective_mask(self, training=None):
+        """The mask the forward pass multiplies into the kernel (soft for some rules)."""
+        return self.mask_rule.mask(self, training=training)
+
+    def binary_mask(self):
+        """The 0/1 ticket mask of this layer under its rule."""
+        return self.mask_rule.binary_mask(self)
+
+    def _effective_kernel(self):
+        kernel = self._kernel
+        mask = self.effective_mask(self._mask_training)
+        return kernel * tf.cast(mask, kernel.dtype)
+
+    def _masked_call(self, call, inputs, training):
+        self._mask_training = training
+        try:
+            return call(inputs)
+        finally:
+            self._mask_training = None
+
+    def _masking_config(self):
+        return {"mask_rule": keras.saving.serialize_keras_object(self.mask_rule),
+                "score_initializer": keras.saving.serialize_keras_object(self.score_initializer)}
+
+    # Save every variable (kernel, bias, mask, scores, rule state), not only kernel and bias as
+    # the parent layers do.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+
+def _pop_masking(config):
+    rule = config.pop("mask_rule", None)
+    scores = config.pop("score_initializer", "kaiming_uniform")
+    if isinstance(scores, dict):
+        scores = keras.saving.deserialize_keras_object(scores)
+    return rule, scores
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class MaskedDense(MaskedLayerMixin, keras.layers.Dense):
+    """keras.layers.Dense whose kernel is multiplied by a mask rule's mask."""
+
+    def __init__(self, units, *args, mask_rule=None, score_initializer="kaiming_uniform", **kw):
+        super().__init__(units, *args, **kw)
+        self._init_masking(mask_rule, score_initializer)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_masking()
+
+    @property
+    def kernel(self):
+        return self._effective_kernel()
+
+    def call(self, inputs, training=None):
+        return self._masked_call(super().call, inputs, training)
+
+    def get_config(self):
+        return {**super().get_config(), **self._masking_config()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        rule, scores = _pop_masking(config)
+        return super().from_config({**config, "mask_rule": rule, "score_initializer": scores})
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class MaskedConv2D(MaskedLayerMixin, keras.layers.Conv2D):
+    """keras.layers.Conv2D whose kernel is multiplied by a mask rule's mask."""
+
+    def __init__(self, filters, kernel_size, *args, mask_rule=None,
+                 score_initializer="kaiming_uniform", **kw):
+        super().__init__(filters, kernel_size, *args, **kw)
+        self._init_masking(mask_rule, score_initializer)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_masking()
+
+    @property
+    def kernel(self):
+        return self._effective_kernel()
+
+    def call(self, inputs, training=None):
+        return self._masked_call(super().call, inputs, training)
+
+    def get_config(self):
+        return {**super().get_config(), **self._masking_config()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        rule, scores = _pop_masking(config)
+        return super().from_config({**config, "mask_rule": rule, "score_initializer": scores})
+
+
+@keras.saving.register_keras_serializable(_PACKAGE)
+class MaskedDepthwiseConv2D(MaskedLayerMixin, keras.layers.DepthwiseConv2D):
+    """keras.layers.DepthwiseConv2D whose kernel is multiplied by a mask rule's mask."""
+
+    def __init__(self, *args, mask_rule=None, score_initializer="kaiming_uniform", **kw):
+        super().__init__(*args, **kw)
+        self._init_masking(mask_rule, score_initializer)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_masking()
+
+    # DepthwiseConv2D stores its kernel as the attribute `kernel`; keep the variable in
+    # `_kernel` and serve the effective kernel under the public name, as Dense/Conv do.
+    @property
+    def kernel(self):
+        return self._effective_kernel()
+
+    @kernel.setter
+    def kernel(self, variable):
+        self._kernel = variable
+
+    def call(self, inputs, training=None):
+        return self._masked_call(super().call, inputs, training)
+
+    def get_config(self):
+        return {**super().get_config(), **self._masking_config()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        rule, scores = _pop_masking(config)
+        return super().from_config({**config, "mask_rule": rule, "score_initializer": scores})
+
+
+MASKED_TWINS = {keras.layers.Dense: MaskedDense, keras.layers.Conv2D: MaskedConv2D,
+                keras.layers.DepthwiseConv2D: MaskedDepthwiseConv2D}
+
+
+def masked_layers(model):
+    """Every masked layer of a model (nested models included), in a stable order."""
+    layers = model._flatten_layers(include_self=True, recursive=True)
+    return [layer for layer in layers if isinstance(layer, MaskedLayerMixin)]
