@@ -1,0 +1,67 @@
+"""Masks of a whole model as a plain dict {layer name: 0/1 numpy array}, kept apart from weights.
+
+Every pruning criterion returns this shape, every search stores it per round, and analysis and
+export read it back, whatever the algorithm.
+"""
+import numpy as np
+
+from tf_lottery.errors import ConfigError
+from tf_lottery.layers.masked import masked_layers
+
+
+def prunable_layers(model, exclude=()):
+    """Masked layers of `model` minus those whose name is in `exclude` (or matches a predicate)."""
+    layers = masked_layers(model)
+    if callable(exclude):
+        return [layer for layer in layers if not exclude(layer)]
+    names = set(exclude)
+    return [layer for layer in layers if layer.name not in names]
+
+
+def get_masks(model, binary=True):
+    """{name: mask} of every masked layer; `binary` asks each rule for its 0/1 ticket mask
+    (e.g. top-k of the scores) instead of the stored `mask` variable."""
+    return {layer.name: np.asarray(layer.binary_mask() if binary else layer.mask.numpy(),
+                                   dtype=np.float32)
+            for layer in masked_layers(model)}
+
+
+def set_masks(model, masks):
+    """Assign masks[name] to the `mask` variable of each masked layer named in `masks`
+    (layers absent from `masks` keep theirs)."""
+    layers = {layer.name: layer for layer in masked_layers(model)}
+    unknown = sorted(set(masks) - set(layers))
+    if unknown:
+        raise ConfigError(f"masks name layers the model does not have: {unknown[:5]}")
+    for name, mask in masks.items():
+        layer = layers[name]
+        mask = np.asarray(mask, dtype=np.float32)
+        if mask.shape != tuple(layer.mask.shape):
+            raise ConfigError(f"mask for {name} has shape {mask.shape}, the layer's kernel "
+                              f"{tuple(layer.mask.shape)}")
+        if not np.all((mask == 0) | (mask == 1)):
+            raise ConfigError(f"mask for {name} is not 0/1")
+        layer.mask.assign(mask)
+
+
+def count(masks):
+    """(remaining, total) weights over all masks."""
+    remaining = sum(int(np.sum(m)) for m in masks.values())
+    total = sum(int(np.size(m)) for m in masks.values())
+    return remaining, total
+
+
+def density(masks):
+    """Fraction of weights kept (remaining / total) over all masks."""
+    remaining, total = count(masks)
+    return remaining / total if total else 1.0
+
+
+def sparsity(masks):
+    """Fraction of weights pruned: 1 - density."""
+    return 1.0 - density(masks)
+
+
+def layer_densities(masks):
+    """{name: fraction kept} per layer."""
+    return {name: float(np.mean(m)) for name, m in masks.items()}
