@@ -61,24 +61,42 @@ def keep_count(keep_fraction, n):
     return tf.cast(tf.math.ceil(tf.round(product * 1e6) / 1e6), tf.int32)
 
 
+def _order_key(values):
+    """int32 keys ordered like the float32 values (IEEE-754 bits, negatives flipped)."""
+    bits = tf.bitcast(tf.cast(values, tf.float32), tf.int32)
+    return tf.where(bits >= 0, bits, bits ^ tf.constant(0x7FFFFFFF, tf.int32))
+
+
 def top_k_mask(scores, k, allowed=None):
     """0/1 tensor shaped like scores with ones at the k largest entries (of those allowed).
 
-    Exactly k ones (ties broken by position). Ranks come from a stable argsort, which keeps the
-    shapes static (XLA-friendly) while k may be a tensor that changes between rounds.
+    Exactly k ones; among equal scores the earlier positions win. The k-th largest value is
+    found by bisection on the float bits (32 passes of compare-and-count, no sort), which keeps
+    shapes static (XLA-friendly), lets k be a tensor that changes between rounds, and is several
+    times faster on CPU than sorting a large layer every step.
     """
-    flat = tf.reshape(scores, [-1])
+    key = _order_key(tf.reshape(scores, [-1]))
     if allowed is not None:
-        flat = tf.where(tf.reshape(allowed, [-1]) > 0, flat, tf.cast(-1e30, flat.dtype))
-    order = tf.argsort(flat, direction="DESCENDING", stable=True)
-    ranks = tf.math.invert_permutation(order)
-    return tf.reshape(tf.cast(ranks < k, scores.dtype), tf.shape(scores))
+        key = tf.where(tf.reshape(allowed, [-1]) > 0, key, tf.int32.min)
+    k = tf.cast(k, tf.int32)
+    lo, hi = tf.constant(-2**31, tf.int64), tf.constant(2**31 - 1, tf.int64)
+    for _ in range(33):  # invariant: count(key >= lo) >= k > count(key > hi)
+        mid = (lo + hi + 1) // 2
+        enough = tf.reduce_sum(tf.cast(key >= tf.cast(mid, tf.int32), tf.int32)) >= k
+        lo, hi = tf.where(enough, mid, lo), tf.where(enough, hi, mid - 1)
+    threshold = tf.cast(lo, tf.int32)
+    above, tie = key > threshold, key == threshold
+    ties_kept = k - tf.reduce_sum(tf.cast(above, tf.int32))
+    keep = above | (tie & (tf.cumsum(tf.cast(tie, tf.int32)) <= ties_kept))
+    keep = keep & (k > 0)
+    return tf.reshape(tf.cast(keep, scores.dtype), tf.shape(scores))
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class TopKScores(MaskRule):
     """Edge-popup (Ramanujan et al. 2020; soft iEP paper Eq. 1): keep the top keep_fraction of
-    |s| per layer, m = h(s) with straight-through gradient ∂m/∂s = I; times `mask` (hard iEP).
+    |s| per layer, m = h(|s|) with straight-through gradient ∂m/∂|s| = I (so ∂m/∂s = sign(s),
+    as edge-popup's GetSubnet applied to scores.abs()); times `mask` (hard iEP).
 
     `keep_fraction` is the fraction of the edges *allowed by the layer's mask* that is kept
     (all edges while the mask is all ones): k = ⌈keep_fraction·n_allowed⌉, see `keep_count`.
@@ -109,14 +127,15 @@ class TopKScores(MaskRule):
         return top_k_mask(scores, k, allowed) * tf.cast(allowed, scores.dtype)
 
     def mask(self, layer, training=None):
-        scores = tf.convert_to_tensor(layer.scores)
+        magnitude = tf.abs(tf.convert_to_tensor(layer.scores))
         hard = tf.stop_gradient(self.binary_mask(layer))
         if training:
             selected = tf.cast(hard, layer.ever_selected.dtype)
             layer.ever_selected.assign(tf.maximum(layer.ever_selected, selected))
-        hard = tf.cast(hard, scores.dtype)
-        # Straight-through: value `hard`, gradient passed to the scores unchanged.
-        return (hard + (scores - tf.stop_gradient(scores))) * tf.cast(layer.mask, scores.dtype)
+        hard = tf.cast(hard, magnitude.dtype)
+        # Straight-through: value `hard`, gradient passed to |s| unchanged.
+        return (hard + (magnitude - tf.stop_gradient(magnitude))) * tf.cast(layer.mask,
+                                                                           magnitude.dtype)
 
     def get_config(self):
         return {"keep_fraction": self.keep_fraction}

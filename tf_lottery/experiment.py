@@ -1,0 +1,69 @@
+"""The gin-configured entry of a run: builds data, network and strategy, owns the workdir, and
+hands them to a search procedure (tf_lottery/search/), which loops over rounds."""
+import os
+import time
+
+import gin
+import keras
+
+from tf_lottery.data import load_dataset
+from tf_lottery.errors import ConfigError
+from tf_lottery.training.strategy import make_strategy
+
+
+@gin.configurable
+class Experiment:
+    """A run: `search.run(experiment)` with everything a search needs.
+
+    Args:
+      workdir: where rounds, checkpoints, TensorBoard logs and the exported ticket go.
+      search: a search procedure object (gin: `Experiment.search = @EdgePopupSearch()`).
+      model_fn: builds the network: model_fn(input_shape=..., num_classes=..., mask_rule=...,
+        kernel_initializer=..., **search-specific kwargs) (gin: `@build_model`).
+      seed: seeds weights, scores, data order and augmentation.
+      strategy: a tf.distribute strategy name (see training/strategy.py).
+      verbose: Keras progress output (1 = progress bar, 2 = one line per epoch, 0 = silent).
+      tensorboard: write TensorBoard logs under workdir/tensorboard.
+    """
+
+    def __init__(self, workdir, search=gin.REQUIRED, model_fn=gin.REQUIRED, seed=0,
+                 strategy="default", verbose=1, tensorboard=True, dataset=None):
+        self.workdir = workdir
+        self.search = search
+        self.model_fn = model_fn
+        self.seed = int(seed)
+        self.strategy = make_strategy(strategy)
+        self.verbose = verbose
+        self.tensorboard = tensorboard
+        self._dataset = dataset
+
+    @property
+    def dataset(self):
+        if self._dataset is None:
+            self._dataset = load_dataset(seed=self.seed)
+        return self._dataset
+
+    def build_network(self, **kwargs):
+        """The network for this run's data, built under the strategy's scope."""
+        info = self.dataset.info
+        with self.strategy.scope():
+            try:
+                return self.model_fn(input_shape=info.input_shape, num_classes=info.num_classes,
+                                     **kwargs)
+            except TypeError as e:
+                raise ConfigError(f"cannot build the model: {e}") from None
+
+    def tensorboard_callbacks(self, round_index):
+        if not self.tensorboard:
+            return []
+        log_dir = os.path.join(self.workdir, "tensorboard", f"round_{round_index:02d}")
+        return [keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")]
+
+    def run(self):
+        """Run the search; returns the list of round metrics."""
+        os.makedirs(self.workdir, exist_ok=True)
+        keras.utils.set_random_seed(self.seed)
+        start = time.time()
+        results = self.search.run(self)
+        self.wall_time_s = time.time() - start
+        return results

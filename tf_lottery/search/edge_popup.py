@@ -1,0 +1,268 @@
+"""Strong-ticket search: edge-popup (EP) and its iterative variants, hard and soft iEP.
+
+Edge-popup (Ramanujan et al. 2020; soft iEP paper Eq. 1) trains only scores s: the weights stay
+at their random initialisation θ0 and each layer keeps the top fraction of |s| (TopKScores).
+Iterative EP runs `cycles` rounds with shrinkage rate p; Table 3 of the soft iEP paper
+(Okoshi et al.) defines the variants, i = 1..cycles:
+
+    variant              prune rate k_i     score init s        learning rate   search space
+    ep                   1-(1-p)^i          s0                  γ (rewound)     θ0
+    hard_ft              p                  s*_{i-1}            γ*_{i-1} const  m*_{i-1}⊙θ0
+    hard_srw             p                  s0                  γ               m*_{i-1}⊙θ0
+    hard_sri             p                  fresh s~            γ               m*_{i-1}⊙θ0
+    hard_lr              p                  s*_{i-1}            γ               m*_{i-1}⊙θ0
+    soft_lr (default)    1-(1-p)^i          s*_{i-1}            γ               θ0
+    soft_ft              1-(1-p)^i          s*_{i-1}            γ*_{i-1} const  θ0
+    soft_lr_zero_init    1-(1-p)^i          m*_{i-1}⊙s*_{i-1}   γ               θ0
+    soft_srw_zero_init   1-(1-p)^i          m*_{i-1}⊙s0         γ               θ0
+
+For the hard variants k_i = p is the fraction pruned *within* the search space m*_{i-1}, so
+(1-p)^i of all edges remain after cycle i for every variant. The dying ratio (Eq. 2) is counted
+per cycle from each layer's `ever_selected` (reset at the start of every cycle).
+"""
+import math
+import os
+import time
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tf_lottery import masks as masks_lib
+from tf_lottery.errors import ConfigError, check_fraction
+from tf_lottery.layers.initializers import score_initializer, weight_initializer
+from tf_lottery.layers.mask_rules import TopKScores
+from tf_lottery.search import rounds
+from tf_lottery.training.fitting import fit_round
+from tf_lottery.training.recipe import TrainingRecipe
+from tf_lottery.training.sparse_model import SparseModel
+
+# variant: (hard, score init, learning rate) with score init in
+# {'inherit', 's0', 'fresh', 'zero_inherit', 'zero_s0'} and learning rate in {'rewind', 'last'}
+VARIANTS = {
+    "ep": (False, "s0", "rewind"),
+    "hard_ft": (True, "inherit", "last"),
+    "hard_srw": (True, "s0", "rewind"),
+    "hard_sri": (True, "fresh", "rewind"),
+    "hard_lr": (True, "inherit", "rewind"),
+    "soft_lr": (False, "inherit", "rewind"),
+    "soft_ft": (False, "inherit", "last"),
+    "soft_lr_zero_init": (False, "zero_inherit", "rewind"),
+    "soft_srw_zero_init": (False, "zero_s0", "rewind"),
+}
+
+
+def shrinkage_for_target(target_remaining, cycles):
+    """p with (1-p)^cycles = target_remaining, e.g. 30% in 3 cycles: p = 1 - 0.3^(1/3)."""
+    return 1.0 - target_remaining ** (1.0 / cycles)
+
+
+def remaining_after(cycle, shrinkage):
+    """Fraction of all edges kept after cycle i (1-based): (1-p)^i."""
+    return (1.0 - shrinkage) ** cycle
+
+
+@gin.configurable
+class EdgePopupSearch:
+    """EP / hard iEP / soft iEP over `cycles` rounds (see the module docstring for the variants).
+
+    Args:
+      variant: a key of VARIANTS ('soft_lr' is soft iEP as the paper uses it by default).
+      cycles: number of pruning cycles (rounds).
+      shrinkage: p, the fraction pruned per cycle; or give `target_remaining` instead.
+      target_remaining: fraction of edges kept after the last cycle; sets p.
+      recipe: a TrainingRecipe for each cycle (epochs per cycle, SGD, cosine, ...).
+      weight_init: 'signed_kaiming_constant' (EP default), 'kaiming_normal', 'kaiming_uniform'.
+      scaled_init: divide the weight std by sqrt(final remaining fraction) (edge-popup's
+        "scaled" variants).
+      score_init: 'kaiming_uniform' (EP default), 'kaiming_normal' or 'zeros'.
+      affine_batchnorm: BatchNorm with trainable γ/β (EP reference: non-affine).
+      exclude: names of layers kept dense and frozen (not searched).
+      model_kwargs: extra keyword arguments for the experiment's model_fn.
+    """
+
+    def __init__(self, variant="soft_lr", cycles=3, shrinkage=None, target_remaining=None,
+                 recipe=None, weight_init="signed_kaiming_constant", scaled_init=False,
+                 score_init="kaiming_uniform", affine_batchnorm=False, exclude=(),
+                 model_kwargs=None):
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown edge-popup variant {variant!r}; choose one of "
+                              f"{sorted(VARIANTS)}")
+        if int(cycles) < 1:
+            raise ConfigError(f"EdgePopupSearch.cycles must be >= 1, got {cycles!r}")
+        if (shrinkage is None) == (target_remaining is None):
+            raise ConfigError("give exactly one of EdgePopupSearch.shrinkage and "
+                              "EdgePopupSearch.target_remaining")
+        if target_remaining is not None:
+            target = check_fraction("EdgePopupSearch.target_remaining", target_remaining,
+                                    allow_one=True)
+            if target == 0:
+                raise ConfigError("EdgePopupSearch.target_remaining must be > 0")
+            shrinkage = shrinkage_for_target(target, int(cycles))
+        self.shrinkage = check_fraction("EdgePopupSearch.shrinkage", shrinkage)
+        self.variant = variant
+        self.cycles = int(cycles)
+        self.recipe = recipe or TrainingRecipe()
+        self.weight_init = weight_init
+        self.scaled_init = bool(scaled_init)
+        self.score_init = score_init
+        self.affine_batchnorm = bool(affine_batchnorm)
+        self.exclude = tuple(exclude)
+        self.model_kwargs = dict(model_kwargs or {})
+        self.hard, self.score_rule, self.lr_rule = VARIANTS[variant]
+
+    # -- the schedule of Table 3 ---------------------------------------------------------------
+
+    def keep_fraction(self, cycle):
+        """The TopKScores keep fraction in cycle i: of the search space m*_{i-1} (hard) or of
+        all edges (soft, EP)."""
+        if self.hard:
+            return 1.0 - self.shrinkage
+        return remaining_after(cycle, self.shrinkage)
+
+    # -- building ------------------------------------------------------------------------------
+
+    def build(self, experiment):
+        final_density = remaining_after(self.cycles, self.shrinkage)
+        kernel_init = weight_initializer(self.weight_init, scaled=self.scaled_init,
+                                         density=final_density, seed=experiment.seed)
+        network = experiment.build_network(
+            mask_rule=TopKScores(self.keep_fraction(1)), kernel_initializer=kernel_init,
+            score_initializer=score_initializer(self.score_init, seed=experiment.seed + 1),
+            affine_batchnorm=self.affine_batchnorm, **self.model_kwargs)
+        with experiment.strategy.scope():
+            model = SparseModel(network)
+        freeze_weights(network, train_batchnorm=self.affine_batchnorm)
+        self.layers = [l for l in masks_lib.prunable_layers(network) if l.name not in self.exclude]
+        for layer in masks_lib.prunable_layers(network):
+            if layer.name in self.exclude:  # dense and frozen: keep everything
+                layer.keep_fraction.assign(1.0)
+                layer.scores.trainable = False
+        return model
+
+    # -- one cycle -----------------------------------------------------------------------------
+
+    def begin_cycle(self, model, cycle, initial_scores, seed):
+        """Set scores, mask and keep fraction for cycle i from the state after cycle i-1."""
+        previous = {l.name: l.binary_mask().numpy() for l in self.layers} if cycle > 1 else None
+        for layer in self.layers:
+            if cycle > 1:
+                s0 = initial_scores[layer.name]
+                if self.score_rule == "s0":
+                    layer.scores.assign(s0)
+                elif self.score_rule == "fresh":
+                    init = score_initializer(self.score_init, seed=seed + 1000 * cycle)
+                    layer.scores.assign(init(tuple(layer.scores.shape)))
+                elif self.score_rule == "zero_inherit":
+                    layer.scores.assign(previous[layer.name] * layer.scores.numpy())
+                elif self.score_rule == "zero_s0":
+                    layer.scores.assign(previous[layer.name] * s0)
+                if self.hard:
+                    layer.mask.assign(previous[layer.name])
+            layer.keep_fraction.assign(self.keep_fraction(cycle))
+            layer.ever_selected.assign(tf.zeros_like(layer.ever_selected))
+
+    def run(self, experiment):
+        workdir = experiment.workdir
+        dataset = experiment.dataset
+        model = self.build(experiment)
+        model(next(iter(dataset.test))[0][:1])  # build variables before any restore
+        init_path = os.path.join(rounds.init_dir(workdir), rounds.WEIGHTS_FILE)
+        if os.path.exists(init_path):
+            model.network.load_weights(init_path)
+        else:
+            os.makedirs(rounds.init_dir(workdir), exist_ok=True)
+            rounds.save_weights(init_path, model.network)
+        initial_scores = {l.name: l.scores.numpy() for l in self.layers}
+
+        done = rounds.completed_rounds(workdir)
+        results = [rounds.load_metrics(workdir, i) for i in done]
+        last_lr = results[-1]["final_learning_rate"] if results else None
+        search_epochs = results[-1]["search_epochs"] if results else 0
+        if done:
+            model.network.load_weights(rounds.round_weights_path(workdir, done[-1]))
+        for index in range(len(done), self.cycles):
+            cycle = index + 1
+            start = time.time()
+            self.begin_cycle(model, cycle, initial_scores, experiment.seed)
+            steps = dataset.steps_per_epoch
+            constant_lr = last_lr if (self.lr_rule == "last" and cycle > 1) else None
+            with experiment.strategy.scope():
+                optimizer = self.recipe.make_optimizer(steps, constant_learning_rate=constant_lr)
+            directory = rounds.round_dir(workdir, index)
+            history = fit_round(
+                model, dataset, optimizer, self.recipe.make_loss(), self.recipe.epochs, directory,
+                callbacks=[DyingRatioCallback(self.layers), *experiment.tensorboard_callbacks(index)],
+                jit_compile=self.recipe.jit_compile, verbose=experiment.verbose)
+            last_lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            search_epochs += self.recipe.epochs
+            metrics = self.measure(model, dataset, cycle, history, last_lr, search_epochs,
+                                   time.time() - start)
+            ticket = masks_lib.get_masks(model.network)
+            rounds.save_round(workdir, index, model.network, ticket, metrics)
+            results.append(metrics)
+            if experiment.verbose:
+                print(f"[{self.variant}] cycle {cycle}/{self.cycles}: remaining "
+                      f"{metrics['remaining_fraction']:.4f}, test accuracy "
+                      f"{metrics['test_accuracy']:.4f}, dying ratio {metrics['dying_ratio']:.4f}",
+                      flush=True)
+        return results
+
+    def measure(self, model, dataset, cycle, history, last_lr, search_epochs, wall_time):
+        evaluation = model.evaluate(dataset.test, verbose=0, return_dict=True)
+        ticket = masks_lib.get_masks(model.network)
+        searched = {l.name: ticket[l.name] for l in self.layers}
+        remaining, total = masks_lib.count(searched)
+        dying = dying_ratios(self.layers)
+        return {
+            "algorithm": "edge_popup", "variant": self.variant, "cycle": cycle,
+            "shrinkage": self.shrinkage, "keep_fraction": self.keep_fraction(cycle),
+            "test_accuracy": float(evaluation["accuracy"]), "test_loss": float(evaluation["loss"]),
+            "train_accuracy": float(history[-1].get("accuracy", float("nan"))) if history else None,
+            "train_loss": float(history[-1].get("loss", float("nan"))) if history else None,
+            "remaining_fraction": remaining / total, "sparsity": 1 - remaining / total,
+            "remaining_weights": remaining, "total_weights": total,
+            "layer_densities": masks_lib.layer_densities(ticket),
+            "dying_ratio": dying["dying_ratio"],
+            "dying_ratio_worst_case": dying["worst_case"],
+            "epochs": self.recipe.epochs, "steps": self.recipe.epochs * dataset.steps_per_epoch,
+            "search_epochs": search_epochs, "final_learning_rate": last_lr,
+            "wall_time_s": wall_time, "history": history,
+        }
+
+
+def freeze_weights(network, train_batchnorm=False):
+    """Make every variable but the scores non-trainable (BatchNorm γ/β too unless asked)."""
+    keep = {id(layer.scores) for layer in masks_lib.prunable_layers(network) if layer.scores is not None}
+    if train_batchnorm:
+        keep |= {id(v) for layer in network._flatten_layers(include_self=False, recursive=True)
+                 if isinstance(layer, keras.layers.BatchNormalization)
+                 for v in layer.trainable_weights}
+    for variable in network.trainable_weights:
+        if id(variable) not in keep:
+            variable.trainable = False
+
+
+def dying_ratios(layers):
+    """Dying ratio (soft iEP Eq. 2) over the searched layers: the fraction of all edges never
+    selected so far within the search space (apparent), and counting the edges outside it too
+    (worst case; the same for EP and soft iEP, whose search space is everything)."""
+    never = sum(float(tf.reduce_sum(1.0 - l.ever_selected)) for l in layers)
+    outside = sum(float(tf.reduce_sum(1.0 - l.mask)) for l in layers)
+    total = sum(int(np.prod(l.mask.shape)) for l in layers)
+    return {"dying_ratio": (never - outside) / total, "worst_case": never / total}
+
+
+class DyingRatioCallback(keras.callbacks.Callback):
+    """Adds the dying ratio of the current cycle to each epoch's logs (history, TensorBoard)."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = layers
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            ratios = dying_ratios(self.layers)
+            logs["dying_ratio"] = ratios["dying_ratio"]
+            logs["dying_ratio_worst_case"] = ratios["worst_case"]

@@ -1,0 +1,103 @@
+"""One round of `model.fit` that survives a kill: epoch checkpoints with tf.train.CheckpointManager,
+restart from the last good one (falling back past a corrupt one), a NaN loss stopping the round
+with one readable error, and the per-epoch history kept on disk across restarts."""
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_lottery.errors import TrainingError
+
+HISTORY_FILE = "history.json"
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Save model + optimizer at the end of every finite epoch; append the epoch's logs to
+    history.json (the epoch number is the checkpoint number)."""
+
+    def __init__(self, manager, history_path):
+        super().__init__()
+        self.manager = manager
+        self.history_path = history_path
+        self.nan_at = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.nan_at = (self._epoch, batch)
+            self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_at is not None:
+            return
+        logs = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        history = read_history(self.history_path)
+        history = [h for h in history if h["epoch"] < epoch] + [{"epoch": epoch, **logs}]
+        tmp = self.history_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(history, f)
+        os.replace(tmp, self.history_path)
+        self.manager.save(checkpoint_number=epoch + 1)
+
+
+def read_history(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def restore_latest(manager, checkpoint):
+    """Restore the newest readable checkpoint; return the number of completed epochs (0 if none).
+
+    A checkpoint that cannot be read (truncated, corrupt) is reported and the previous one used.
+    """
+    for path in reversed(manager.checkpoints):
+        try:
+            checkpoint.restore(path).expect_partial()
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            logging.warning("checkpoint %s is unreadable (%s); falling back to the previous one",
+                            path, type(e).__name__)
+            print(f"[tf_lottery] checkpoint {path} is unreadable ({type(e).__name__}); "
+                  "falling back to the previous one")
+            continue
+        return int(path.rsplit("-", 1)[-1])
+    return 0
+
+
+def fit_round(model, dataset, optimizer, loss, epochs, directory, callbacks=(), metrics=("accuracy",),
+              jit_compile=True, validate=True, verbose=1, steps_per_epoch=None):
+    """Compile and fit `model` for `epochs` epochs, resuming from checkpoints in `directory`.
+
+    Returns the full per-epoch history of the round (including epochs done before a restart).
+    Raises TrainingError when the loss becomes NaN/inf; the last good checkpoint is kept.
+    """
+    os.makedirs(directory, exist_ok=True)
+    model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics), jit_compile=jit_compile)
+    optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(directory, "checkpoints"),
+                                         max_to_keep=2)
+    start_epoch = restore_latest(manager, checkpoint)
+    history_path = os.path.join(directory, HISTORY_FILE)
+    if start_epoch < epochs:
+        saver = EpochCheckpoint(manager, history_path)
+        steps = steps_per_epoch or dataset.steps_per_epoch
+        model.fit(dataset.train_batches(start_epoch), epochs=epochs, initial_epoch=start_epoch,
+                  steps_per_epoch=steps, validation_data=dataset.test if validate else None,
+                  callbacks=[*callbacks, saver], verbose=verbose)
+        if saver.nan_at is not None:
+            epoch, batch = saver.nan_at
+            last = manager.latest_checkpoint or "none yet"
+            raise TrainingError(
+                f"the training loss became NaN/inf in epoch {epoch + 1}, step {batch + 1}; "
+                f"training stopped; last good checkpoint: {last} (earlier rounds are intact). "
+                f"Lower the learning rate or check the data.")
+    return read_history(history_path)
