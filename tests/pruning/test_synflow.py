@@ -17,7 +17,8 @@ def _brute_force_synflow(w0, b0, w1, b1, prune_fraction, iterations):
     masks = [np.ones_like(w0), np.ones_like(w1)]
     start = w0.size + w1.size
     for i in range(1, iterations + 1):
-        fraction = prune_fraction if i == iterations else 1 - (1 - prune_fraction) ** (i / iterations)
+        fraction = 1 - (1 - prune_fraction) ** (i / iterations)
+        fraction = prune_fraction if i == iterations else fraction
         target = start - prune_count(fraction, start)
         scores = []
         for layer in range(2):

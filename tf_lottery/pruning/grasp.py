@@ -1,6 +1,5 @@
 """GraSP: prune the weights whose removal least reduces (or most increases) gradient flow."""
 import gin
-import numpy as np
 import tensorflow as tf
 
 from tf_lottery.pruning.gradients import batch_loss, fixed_mask_layers, watch_kernels

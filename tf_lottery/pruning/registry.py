@@ -10,7 +10,7 @@ from tf_lottery.pruning.synflow import synflow_masks
 
 CRITERIA = {"magnitude": magnitude_masks, "random": random_masks, "snip": snip_masks,
             "grasp": grasp_masks, "synflow": synflow_masks}
-# Criteria called as f(model, x, y, prune_fraction, ...); the others as f(model, prune_fraction, ...).
+# Called as f(model, x, y, prune_fraction, ...); the others as f(model, prune_fraction, ...).
 BATCH_CRITERIA = frozenset({"snip", "grasp"})
 
 
@@ -20,4 +20,5 @@ def get_criterion(name):
         return CRITERIA[name]
     close = difflib.get_close_matches(str(name).lower(), CRITERIA, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"unknown pruning criterion {name!r}{hint} (choose one of {sorted(CRITERIA)})")
+    raise ConfigError(f"unknown pruning criterion {name!r}{hint} "
+                      f"(choose one of {sorted(CRITERIA)})")

@@ -58,6 +58,8 @@ def synflow_masks(model, prune_fraction, iterations=100, input_shape=None, exclu
     the N weights unpruned at the start (exactly round-half-up(prune_fraction·N) at i = n).
     The model runs with training=False (BatchNorm on its moving statistics, also made |·|,
     as the authors' code does with model.eval()); all weights and masks are restored after.
+    R is computed in the model's dtype: a deep float32 net can overflow it, which ends in a
+    TrainingError about non-finite scores.
     """
     prune_fraction = check_fraction("prune_fraction", prune_fraction)
     if int(iterations) != iterations or iterations < 1:
