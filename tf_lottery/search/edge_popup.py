@@ -18,7 +18,8 @@ Iterative EP runs `cycles` rounds with shrinkage rate p; Table 3 of the soft iEP
 
 For the hard variants k_i = p is the fraction pruned *within* the search space m*_{i-1}, so
 (1-p)^i of all edges remain after cycle i for every variant. The dying ratio (Eq. 2) is counted
-per cycle from each layer's `ever_selected` (reset at the start of every cycle).
+per cycle from each layer's `ever_selected` (reset at the start of every cycle); for hard iEP
+`dying_ratio` is Fig. 5a's worst case and `apparent_dying_ratio` counts within m*_{i-1}.
 """
 import math
 import os
@@ -30,6 +31,8 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lottery import masks as masks_lib
+from tf_lottery.analysis.callbacks import DyingRatioCallback
+from tf_lottery.analysis.dying import model_dying_stats
 from tf_lottery.errors import ConfigError, check_fraction
 from tf_lottery.layers.initializers import score_initializer, weight_initializer
 from tf_lottery.layers.mask_rules import TopKScores
@@ -193,7 +196,7 @@ class EdgePopupSearch:
             directory = rounds.round_dir(workdir, index)
             history = fit_round(
                 model, dataset, optimizer, self.recipe.make_loss(), self.recipe.epochs, directory,
-                callbacks=[DyingRatioCallback(self.layers), *experiment.tensorboard_callbacks(index)],
+                callbacks=[DyingRatioCallback(), *experiment.tensorboard_callbacks(index)],
                 jit_compile=self.recipe.jit_compile, verbose=experiment.verbose)
             last_lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
             search_epochs += self.recipe.epochs
@@ -214,7 +217,7 @@ class EdgePopupSearch:
         ticket = masks_lib.get_masks(model.network)
         searched = {l.name: ticket[l.name] for l in self.layers}
         remaining, total = masks_lib.count(searched)
-        dying = dying_ratios(self.layers)
+        dying = model_dying_stats(model.network)
         return {
             "algorithm": "edge_popup", "variant": self.variant, "cycle": cycle,
             "shrinkage": self.shrinkage, "keep_fraction": self.keep_fraction(cycle),
@@ -224,8 +227,8 @@ class EdgePopupSearch:
             "remaining_fraction": remaining / total, "sparsity": 1 - remaining / total,
             "remaining_weights": remaining, "total_weights": total,
             "layer_densities": masks_lib.layer_densities(ticket),
-            "dying_ratio": dying["dying_ratio"],
-            "dying_ratio_worst_case": dying["worst_case"],
+            "dying_ratio": dying.dying_ratio,  # Eq. 2; hard iEP's worst case
+            "apparent_dying_ratio": dying.apparent_dying_ratio,  # within m*_{i-1} (hard iEP)
             "epochs": self.recipe.epochs, "steps": self.recipe.epochs * dataset.steps_per_epoch,
             "search_epochs": search_epochs, "final_learning_rate": last_lr,
             "wall_time_s": wall_time, "history": history,
@@ -242,27 +245,3 @@ def freeze_weights(network, train_batchnorm=False):
     for variable in network.trainable_weights:
         if id(variable) not in keep:
             variable.trainable = False
-
-
-def dying_ratios(layers):
-    """Dying ratio (soft iEP Eq. 2) over the searched layers: the fraction of all edges never
-    selected so far within the search space (apparent), and counting the edges outside it too
-    (worst case; the same for EP and soft iEP, whose search space is everything)."""
-    never = sum(float(tf.reduce_sum(1.0 - l.ever_selected)) for l in layers)
-    outside = sum(float(tf.reduce_sum(1.0 - l.mask)) for l in layers)
-    total = sum(int(np.prod(l.mask.shape)) for l in layers)
-    return {"dying_ratio": (never - outside) / total, "worst_case": never / total}
-
-
-class DyingRatioCallback(keras.callbacks.Callback):
-    """Adds the dying ratio of the current cycle to each epoch's logs (history, TensorBoard)."""
-
-    def __init__(self, layers):
-        super().__init__()
-        self.layers = layers
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            ratios = dying_ratios(self.layers)
-            logs["dying_ratio"] = ratios["dying_ratio"]
-            logs["dying_ratio_worst_case"] = ratios["worst_case"]
