@@ -1,4 +1,5 @@
-"""Masked layers, mask rules, ticket initialisations (and, later, ghost modules)."""
+"""Masked layers, mask rules, ticket initialisations and ghost modules."""
+from tf_lottery.layers.ghosts import GhostActivation, GhostSkip, ghost_modules, ghosts_faded
 from tf_lottery.layers.initializers import (KaimingNormal, KaimingUniform, SignedKaimingConstant,
                                             score_initializer, weight_initializer)
 from tf_lottery.layers.mask_rules import (BernoulliScores, FixedMask, MaskRule, SigmoidScores,
@@ -6,7 +7,8 @@ from tf_lottery.layers.mask_rules import (BernoulliScores, FixedMask, MaskRule, 
 from tf_lottery.layers.masked import (MASKED_TWINS, MaskedConv2D, MaskedDense,
                                       MaskedDepthwiseConv2D, MaskedLayerMixin, masked_layers)
 
-__all__ = ["KaimingNormal", "KaimingUniform", "SignedKaimingConstant", "score_initializer",
+__all__ = ["GhostActivation", "GhostSkip", "ghost_modules", "ghosts_faded",
+           "KaimingNormal", "KaimingUniform", "SignedKaimingConstant", "score_initializer",
            "weight_initializer", "BernoulliScores", "FixedMask", "MaskRule", "SigmoidScores",
            "TopKScores", "get_rule", "keep_count", "top_k_mask", "MASKED_TWINS", "MaskedConv2D",
            "MaskedDense", "MaskedDepthwiseConv2D", "MaskedLayerMixin", "masked_layers"]

@@ -1,5 +1,19 @@
-"""Training: SparseModel, recipes, resumable fitting, strategies."""
+"""Training: SparseModel, recipes, resumable fitting, strategies, schedules and the callback that
+applies them, losses, ghost insertion, LRsI."""
+from tf_lottery.training.callbacks import LEARNING_RATE, ScheduleCallback, bind_ghost_schedules
+from tf_lottery.training.ghost_insertion import insert_ghosts, is_plain_relu, remove_ghosts
+from tf_lottery.training.losses import (Distiller, LabelSmoothingCrossEntropy, distillation_loss,
+                                        label_smoothing_cross_entropy, make_loss)
+from tf_lottery.training.lrsi import layerwise_rescaled_init, one_step_losses, rescalable_layers
 from tf_lottery.training.recipe import TrainingRecipe
+from tf_lottery.training.schedules import (ConstantSchedule, CosineDecay, GhostAlphaSchedule,
+                                           GhostBetaSchedule, Schedule, StepDecay,
+                                           WarmupCosineDecay)
 from tf_lottery.training.sparse_model import SparseModel
 
-__all__ = ["SparseModel", "TrainingRecipe"]
+__all__ = ["LEARNING_RATE", "ScheduleCallback", "bind_ghost_schedules", "insert_ghosts",
+           "is_plain_relu", "remove_ghosts", "Distiller", "LabelSmoothingCrossEntropy",
+           "distillation_loss", "label_smoothing_cross_entropy", "make_loss",
+           "layerwise_rescaled_init", "one_step_losses", "rescalable_layers", "ConstantSchedule",
+           "CosineDecay", "GhostAlphaSchedule", "GhostBetaSchedule", "Schedule", "StepDecay",
+           "WarmupCosineDecay", "SparseModel", "TrainingRecipe"]

@@ -1,0 +1,204 @@
+"""Schedules: plain callables of the epoch (a float; fractional epochs are allowed).
+
+`schedule(epoch)` returns the value for training that starts at `epoch` (epoch 0 is the first).
+Each schedule is a small gin-configurable class with `get_config()` and a `log_name` under which
+`ScheduleCallback` logs its value. Learning-rate schedules follow ToST §3.1 (×0.1 at epochs 90 and
+135 of 180); ghost schedules follow ToST §2.2: β of the ghost neurons is raised and they become
+ReLU right before the first learning-rate decay, and α of the ghost skips decreases and is exactly
+0 from that epoch on. The ramp shapes (linear) are our choice: the paper names no formula.
+"""
+import math
+
+import gin
+
+from tf_lottery.errors import ConfigError
+
+
+class Schedule:
+    """Base class: `__call__(epoch) -> float`, `get_config()`, `from_config()`."""
+
+    log_name = "schedule"
+
+    def __call__(self, epoch):
+        raise NotImplementedError
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _check_epoch(epoch):
+    epoch = float(epoch)
+    if not epoch >= 0:
+        raise ConfigError(f"epoch must be >= 0, got {epoch!r}")
+    return epoch
+
+
+def _ramp(epoch, start, end):
+    """0 before `start`, 1 from `end` on, linear in between."""
+    if epoch <= start:
+        return 0.0
+    if epoch >= end:
+        return 1.0
+    return (epoch - start) / (end - start)
+
+
+@gin.configurable
+class GhostBetaSchedule(Schedule):
+    """β of the ghost neurons: initial_beta until ramp_start_epoch, linear up to final_beta at
+    relu_epoch, then +inf (exactly ReLU) from relu_epoch on (set it to the first LR decay)."""
+
+    log_name = "ghost_beta"
+
+    def __init__(self, relu_epoch=90.0, initial_beta=1.0, final_beta=10.0, ramp_start_epoch=0.0):
+        if not 0 <= ramp_start_epoch <= relu_epoch:
+            raise ConfigError(f"need 0 <= ramp_start_epoch <= relu_epoch, got "
+                              f"{ramp_start_epoch!r}, {relu_epoch!r}")
+        if not 0 <= initial_beta <= final_beta < math.inf:
+            raise ConfigError(f"need 0 <= initial_beta <= final_beta < inf, got "
+                              f"{initial_beta!r}, {final_beta!r}")
+        self.relu_epoch = float(relu_epoch)
+        self.initial_beta = float(initial_beta)
+        self.final_beta = float(final_beta)
+        self.ramp_start_epoch = float(ramp_start_epoch)
+
+    def __call__(self, epoch):
+        epoch = _check_epoch(epoch)
+        if epoch >= self.relu_epoch:
+            return math.inf
+        fraction = _ramp(epoch, self.ramp_start_epoch, self.relu_epoch)
+        return self.initial_beta + fraction * (self.final_beta - self.initial_beta)
+
+    def get_config(self):
+        return {"relu_epoch": self.relu_epoch, "initial_beta": self.initial_beta,
+                "final_beta": self.final_beta, "ramp_start_epoch": self.ramp_start_epoch}
+
+
+@gin.configurable
+class GhostAlphaSchedule(Schedule):
+    """α of the ghost skips: initial_alpha until fade_start_epoch, linear down to 0 at
+    zero_epoch, exactly 0.0 from zero_epoch on (set it to the first LR decay)."""
+
+    log_name = "ghost_alpha"
+
+    def __init__(self, zero_epoch=90.0, initial_alpha=1.0, fade_start_epoch=0.0):
+        if not 0 <= fade_start_epoch <= zero_epoch:
+            raise ConfigError(f"need 0 <= fade_start_epoch <= zero_epoch, got "
+                              f"{fade_start_epoch!r}, {zero_epoch!r}")
+        if not initial_alpha >= 0:
+            raise ConfigError(f"initial_alpha must be >= 0, got {initial_alpha!r}")
+        self.zero_epoch = float(zero_epoch)
+        self.initial_alpha = float(initial_alpha)
+        self.fade_start_epoch = float(fade_start_epoch)
+
+    def __call__(self, epoch):
+        epoch = _check_epoch(epoch)
+        if epoch >= self.zero_epoch:
+            return 0.0
+        return self.initial_alpha * (1.0 - _ramp(epoch, self.fade_start_epoch, self.zero_epoch))
+
+    def get_config(self):
+        return {"zero_epoch": self.zero_epoch, "initial_alpha": self.initial_alpha,
+                "fade_start_epoch": self.fade_start_epoch}
+
+
+@gin.configurable
+class StepDecay(Schedule):
+    """lr(e) = initial_learning_rate · decay_factor^(number of decay_epochs <= e)."""
+
+    log_name = "learning_rate"
+
+    def __init__(self, initial_learning_rate=0.1, decay_epochs=(90, 135), decay_factor=0.1):
+        if list(decay_epochs) != sorted(decay_epochs):
+            raise ConfigError(f"decay_epochs must be increasing, got {decay_epochs!r}")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.decay_epochs = tuple(float(e) for e in decay_epochs)
+        self.decay_factor = float(decay_factor)
+
+    def __call__(self, epoch):
+        epoch = _check_epoch(epoch)
+        decays = sum(1 for e in self.decay_epochs if epoch >= e)
+        return self.initial_learning_rate * self.decay_factor ** decays
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "decay_epochs": self.decay_epochs, "decay_factor": self.decay_factor}
+
+
+@gin.configurable
+class CosineDecay(Schedule):
+    """lr(e) = final + (initial − final)·(1 + cos(π·e/total_epochs))/2, final after total_epochs."""
+
+    log_name = "learning_rate"
+
+    def __init__(self, initial_learning_rate=0.1, total_epochs=180.0, final_learning_rate=0.0):
+        if not total_epochs > 0:
+            raise ConfigError(f"total_epochs must be > 0, got {total_epochs!r}")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.total_epochs = float(total_epochs)
+        self.final_learning_rate = float(final_learning_rate)
+
+    def __call__(self, epoch):
+        progress = min(_check_epoch(epoch) / self.total_epochs, 1.0)
+        span = self.initial_learning_rate - self.final_learning_rate
+        return self.final_learning_rate + span * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def get_config(self):
+        return {"initial_learning_rate": self.initial_learning_rate,
+                "total_epochs": self.total_epochs,
+                "final_learning_rate": self.final_learning_rate}
+
+
+@gin.configurable
+class WarmupCosineDecay(Schedule):
+    """Linear warm-up from warmup_start_learning_rate to initial_learning_rate over
+    warmup_epochs, then `CosineDecay` over the remaining total_epochs − warmup_epochs."""
+
+    log_name = "learning_rate"
+
+    def __init__(self, initial_learning_rate=0.1, warmup_epochs=5.0, total_epochs=180.0,
+                 final_learning_rate=0.0, warmup_start_learning_rate=0.0):
+        if not 0 <= warmup_epochs < total_epochs:
+            raise ConfigError(f"need 0 <= warmup_epochs < total_epochs, got "
+                              f"{warmup_epochs!r}, {total_epochs!r}")
+        self.warmup_epochs = float(warmup_epochs)
+        self.warmup_start_learning_rate = float(warmup_start_learning_rate)
+        self.cosine = CosineDecay(initial_learning_rate, total_epochs - warmup_epochs,
+                                  final_learning_rate)
+
+    def __call__(self, epoch):
+        epoch = _check_epoch(epoch)
+        if epoch < self.warmup_epochs:
+            start, peak = self.warmup_start_learning_rate, self.cosine.initial_learning_rate
+            return start + (peak - start) * epoch / self.warmup_epochs
+        return self.cosine(epoch - self.warmup_epochs)
+
+    def get_config(self):
+        return {"initial_learning_rate": self.cosine.initial_learning_rate,
+                "warmup_epochs": self.warmup_epochs,
+                "total_epochs": self.cosine.total_epochs + self.warmup_epochs,
+                "final_learning_rate": self.cosine.final_learning_rate,
+                "warmup_start_learning_rate": self.warmup_start_learning_rate}
+
+
+@gin.configurable
+class ConstantSchedule(Schedule):
+    """The same value at every epoch."""
+
+    def __init__(self, value, log_name="constant"):
+        self.value = float(value)
+        self.log_name = log_name
+
+    def __call__(self, epoch):
+        _check_epoch(epoch)
+        return self.value
+
+    def get_config(self):
+        return {"value": self.value, "log_name": self.log_name}
