@@ -21,13 +21,8 @@ For the hard variants k_i = p is the fraction pruned *within* the search space m
 per cycle from each layer's `ever_selected` (reset at the start of every cycle); for hard iEP
 `dying_ratio` is Fig. 5a's worst case and `apparent_dying_ratio` counts within m*_{i-1}.
 """
-import math
-import os
-import time
-
 import gin
 import keras
-import numpy as np
 import tensorflow as tf
 
 from tf_lottery import masks as masks_lib
@@ -36,9 +31,7 @@ from tf_lottery.analysis.dying import model_dying_stats
 from tf_lottery.errors import ConfigError, check_fraction
 from tf_lottery.layers.initializers import score_initializer, weight_initializer
 from tf_lottery.layers.mask_rules import TopKScores
-from tf_lottery.search import rounds
-from tf_lottery.training.fitting import fit_round
-from tf_lottery.training.recipe import TrainingRecipe
+from tf_lottery.search.base import RoundSearch
 from tf_lottery.training.sparse_model import SparseModel
 
 # variant: (hard, score init, learning rate) with score init in
@@ -67,7 +60,7 @@ def remaining_after(cycle, shrinkage):
 
 
 @gin.configurable
-class EdgePopupSearch:
+class EdgePopupSearch(RoundSearch):
     """EP / hard iEP / soft iEP over `cycles` rounds (see the module docstring for the variants).
 
     Args:
@@ -84,6 +77,8 @@ class EdgePopupSearch:
       exclude: names of layers kept dense and frozen (not searched).
       model_kwargs: extra keyword arguments for the experiment's model_fn.
     """
+
+    algorithm = "edge_popup"
 
     def __init__(self, variant="soft_lr", cycles=3, shrinkage=None, target_remaining=None,
                  recipe=None, weight_init="signed_kaiming_constant", scaled_init=False,
@@ -103,10 +98,9 @@ class EdgePopupSearch:
             if target == 0:
                 raise ConfigError("EdgePopupSearch.target_remaining must be > 0")
             shrinkage = shrinkage_for_target(target, int(cycles))
+        super().__init__(num_rounds=cycles, recipe=recipe)
         self.shrinkage = check_fraction("EdgePopupSearch.shrinkage", shrinkage)
         self.variant = variant
-        self.cycles = int(cycles)
-        self.recipe = recipe or TrainingRecipe()
         self.weight_init = weight_init
         self.scaled_init = bool(scaled_init)
         self.score_init = score_init
@@ -115,47 +109,46 @@ class EdgePopupSearch:
         self.model_kwargs = dict(model_kwargs or {})
         self.hard, self.score_rule, self.lr_rule = VARIANTS[variant]
 
-    # -- the schedule of Table 3 ---------------------------------------------------------------
-
     def keep_fraction(self, cycle):
-        """The TopKScores keep fraction in cycle i: of the search space m*_{i-1} (hard) or of
-        all edges (soft, EP)."""
+        """The TopKScores keep fraction in cycle i (1-based): of the search space m*_{i-1}
+        (hard) or of all edges (soft, EP)."""
         if self.hard:
             return 1.0 - self.shrinkage
         return remaining_after(cycle, self.shrinkage)
 
-    # -- building ------------------------------------------------------------------------------
-
     def build(self, experiment):
-        final_density = remaining_after(self.cycles, self.shrinkage)
+        final_density = remaining_after(self.num_rounds, self.shrinkage)
         kernel_init = weight_initializer(self.weight_init, scaled=self.scaled_init,
                                          density=final_density, seed=experiment.seed)
         network = experiment.build_network(
             mask_rule=TopKScores(self.keep_fraction(1)), kernel_initializer=kernel_init,
             score_initializer=score_initializer(self.score_init, seed=experiment.seed + 1),
-            affine_batchnorm=self.affine_batchnorm, **self.model_kwargs)
+            affine=self.affine_batchnorm, **self.model_kwargs)
         with experiment.strategy.scope():
             model = SparseModel(network)
         freeze_weights(network, train_batchnorm=self.affine_batchnorm)
-        self.layers = [l for l in masks_lib.prunable_layers(network) if l.name not in self.exclude]
-        for layer in masks_lib.prunable_layers(network):
+        self.layers = masks_lib.prunable_layers(network, self.exclude)
+        for layer in masks_lib.masked_layers(network):
             if layer.name in self.exclude:  # dense and frozen: keep everything
                 layer.keep_fraction.assign(1.0)
                 layer.scores.trainable = False
         return model
 
-    # -- one cycle -----------------------------------------------------------------------------
+    def on_init(self, model, experiment):
+        self.initial_scores = {l.name: l.scores.numpy() for l in self.layers}
 
-    def begin_cycle(self, model, cycle, initial_scores, seed):
-        """Set scores, mask and keep fraction for cycle i from the state after cycle i-1."""
+    def begin_round(self, model, index, experiment):
+        """Set scores, mask and keep fraction for cycle i = index+1 from the state after
+        cycle i-1 (Table 3)."""
+        cycle = index + 1
         previous = {l.name: l.binary_mask().numpy() for l in self.layers} if cycle > 1 else None
         for layer in self.layers:
             if cycle > 1:
-                s0 = initial_scores[layer.name]
+                s0 = self.initial_scores[layer.name]
                 if self.score_rule == "s0":
                     layer.scores.assign(s0)
                 elif self.score_rule == "fresh":
-                    init = score_initializer(self.score_init, seed=seed + 1000 * cycle)
+                    init = score_initializer(self.score_init, seed=experiment.seed + 1000 * cycle)
                     layer.scores.assign(init(tuple(layer.scores.shape)))
                 elif self.score_rule == "zero_inherit":
                     layer.scores.assign(previous[layer.name] * layer.scores.numpy())
@@ -166,73 +159,34 @@ class EdgePopupSearch:
             layer.keep_fraction.assign(self.keep_fraction(cycle))
             layer.ever_selected.assign(tf.zeros_like(layer.ever_selected))
 
-    def run(self, experiment):
-        workdir = experiment.workdir
-        dataset = experiment.dataset
-        model = self.build(experiment)
-        model(next(iter(dataset.test))[0][:1])  # build variables before any restore
-        init_path = os.path.join(rounds.init_dir(workdir), rounds.WEIGHTS_FILE)
-        if os.path.exists(init_path):
-            model.network.load_weights(init_path)
-        else:
-            os.makedirs(rounds.init_dir(workdir), exist_ok=True)
-            rounds.save_weights(init_path, model.network)
-        initial_scores = {l.name: l.scores.numpy() for l in self.layers}
+    def make_optimizer(self, index, experiment):
+        steps = experiment.dataset.steps_per_epoch
+        if self.lr_rule == "last" and index > 0:  # fine-tuning: go on at γ*_{i-1}
+            last = self.previous_metrics["final_learning_rate"]
+            return self.recipe.make_optimizer(steps, constant_learning_rate=last)
+        return self.recipe.make_optimizer(steps)
 
-        done = rounds.completed_rounds(workdir)
-        results = [rounds.load_metrics(workdir, i) for i in done]
-        last_lr = results[-1]["final_learning_rate"] if results else None
-        search_epochs = results[-1]["search_epochs"] if results else 0
-        if done:
-            model.network.load_weights(rounds.round_weights_path(workdir, done[-1]))
-        for index in range(len(done), self.cycles):
-            cycle = index + 1
-            start = time.time()
-            self.begin_cycle(model, cycle, initial_scores, experiment.seed)
-            steps = dataset.steps_per_epoch
-            constant_lr = last_lr if (self.lr_rule == "last" and cycle > 1) else None
-            with experiment.strategy.scope():
-                optimizer = self.recipe.make_optimizer(steps, constant_learning_rate=constant_lr)
-            directory = rounds.round_dir(workdir, index)
-            history = fit_round(
-                model, dataset, optimizer, self.recipe.make_loss(), self.recipe.epochs, directory,
-                callbacks=[DyingRatioCallback(), *experiment.tensorboard_callbacks(index)],
-                jit_compile=self.recipe.jit_compile, verbose=experiment.verbose)
-            last_lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
-            search_epochs += self.recipe.epochs
-            metrics = self.measure(model, dataset, cycle, history, last_lr, search_epochs,
-                                   time.time() - start)
-            ticket = masks_lib.get_masks(model.network)
-            rounds.save_round(workdir, index, model.network, ticket, metrics)
-            results.append(metrics)
-            if experiment.verbose:
-                print(f"[{self.variant}] cycle {cycle}/{self.cycles}: remaining "
-                      f"{metrics['remaining_fraction']:.4f}, test accuracy "
-                      f"{metrics['test_accuracy']:.4f}, dying ratio {metrics['dying_ratio']:.4f}",
-                      flush=True)
-        return results
+    def round_callbacks(self, model, index, experiment):
+        return [DyingRatioCallback()]
 
-    def measure(self, model, dataset, cycle, history, last_lr, search_epochs, wall_time):
-        evaluation = model.evaluate(dataset.test, verbose=0, return_dict=True)
-        ticket = masks_lib.get_masks(model.network)
-        searched = {l.name: ticket[l.name] for l in self.layers}
-        remaining, total = masks_lib.count(searched)
+    def ticket_masks(self, model):
+        return {l.name: m for l, m in zip(self.layers, _binary(self.layers))}
+
+    def round_metrics(self, model, index, experiment):
         dying = model_dying_stats(model.network)
-        return {
-            "algorithm": "edge_popup", "variant": self.variant, "cycle": cycle,
-            "shrinkage": self.shrinkage, "keep_fraction": self.keep_fraction(cycle),
-            "test_accuracy": float(evaluation["accuracy"]), "test_loss": float(evaluation["loss"]),
-            "train_accuracy": float(history[-1].get("accuracy", float("nan"))) if history else None,
-            "train_loss": float(history[-1].get("loss", float("nan"))) if history else None,
-            "remaining_fraction": remaining / total, "sparsity": 1 - remaining / total,
-            "remaining_weights": remaining, "total_weights": total,
-            "layer_densities": masks_lib.layer_densities(ticket),
-            "dying_ratio": dying.dying_ratio,  # Eq. 2; hard iEP's worst case
-            "apparent_dying_ratio": dying.apparent_dying_ratio,  # within m*_{i-1} (hard iEP)
-            "epochs": self.recipe.epochs, "steps": self.recipe.epochs * dataset.steps_per_epoch,
-            "search_epochs": search_epochs, "final_learning_rate": last_lr,
-            "wall_time_s": wall_time, "history": history,
-        }
+        return {"variant": self.variant, "cycle": index + 1, "shrinkage": self.shrinkage,
+                "keep_fraction": self.keep_fraction(index + 1),
+                "dying_ratio": dying.dying_ratio,  # Eq. 2; hard iEP's worst case
+                "apparent_dying_ratio": dying.apparent_dying_ratio}  # within m*_{i-1}
+
+    def describe_round(self, index, metrics):
+        return (f"[{self.variant}] cycle {index + 1}/{self.num_rounds}: remaining "
+                f"{metrics['remaining_fraction']:.4f}, test accuracy "
+                f"{metrics['test_accuracy']:.4f}, dying ratio {metrics['dying_ratio']:.4f}")
+
+
+def _binary(layers):
+    return [layer.binary_mask().numpy().astype("float32") for layer in layers]
 
 
 def freeze_weights(network, train_batchnorm=False):

@@ -100,9 +100,9 @@ class TrainingRecipe:
     def make_loss(self):
         """Cross-entropy from logits with integer labels (label smoothing when set)."""
         if self.label_smoothing:
-            from tf_lottery.training.losses import SparseLabelSmoothingCrossEntropy
+            from tf_lottery.training.losses import LabelSmoothingCrossEntropy
 
-            return SparseLabelSmoothingCrossEntropy(self.label_smoothing)
+            return LabelSmoothingCrossEntropy(self.label_smoothing)
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 

@@ -1,0 +1,1 @@
+"""Command-line entries (bin/train, bin/report)."""
