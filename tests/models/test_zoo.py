@@ -13,7 +13,8 @@ from tf_lottery.errors import ConfigError
 from tf_lottery.layers import (MASKED_TWINS, DepthwiseInitializer, KaimingNormal,
                                MaskedDepthwiseConv2D, TopKScores, masked_layers)
 from tf_lottery.masks import get_masks
-from tf_lottery.models import MODELS, OUTPUT_LAYER, build_model, count_params, lenet
+from tf_lottery.models import (MODELS, OUTPUT_LAYER, build_model, convmixer, count_params,
+                               lenet)
 
 KERNEL_VALUE = 0.125  # a constant kernel initialiser makes building fast and easy to check
 
@@ -53,7 +54,8 @@ def zoo():
 
 
 @pytest.mark.parametrize("model_id,published,tolerance,source",
-                         [(row[0], *row[3:]) for row in PUBLISHED], ids=[row[0] for row in PUBLISHED])
+                         [(row[0], *row[3:]) for row in PUBLISHED],
+                         ids=[row[0] for row in PUBLISHED])
 def test_parameter_counts_match_published_figures(zoo, model_id, published, tolerance, source):
     model = zoo[model_id]
     params = count_params(model)
@@ -225,3 +227,15 @@ def test_build_model_is_gin_configurable():
     # conv 3->64, conv 64->64, pool to 4x4, fc 1024->16, classifier 16->4
     expected = (27 * 64 + 64) + (576 * 64 + 64) + (4 * 4 * 64 * 16 + 16) + (16 * 4 + 4)
     assert count_params(model) == expected
+
+
+def test_a_zoo_model_survives_keras_save_and_load(tmp_path):
+    model = convmixer(input_shape=(8, 8, 3), num_classes=3, dim=8, depth=1, affine=False,
+                      mask_rule=TopKScores(0.5))
+    path = str(tmp_path / "convmixer.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.get_layer("mixer1_depthwise").depthwise_initializer,
+                      DepthwiseInitializer)
+    x = np.random.default_rng(4).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
