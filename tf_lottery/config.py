@@ -2,9 +2,11 @@
 one), and the canonical text of a requested config (what bin/train compares across reruns)."""
 import difflib
 import inspect
+import os
 import re
 
 import gin
+from absl import logging
 
 from tf_lottery.errors import ConfigError
 
@@ -70,10 +72,16 @@ def parse_config(files=(), bindings=()):
         except OSError as e:
             raise ConfigError(f"cannot read gin file {path}: {e.strerror}") from None
     gin.clear_config()
+    for path in files:  # `include 'base/x.gin'` resolves next to the including file
+        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.FATAL)  # gin logs every include path it tries first
     try:
         gin.parse_config_files_and_bindings(list(files), list(bindings))
     except Exception as e:  # gin raises ValueError, KeyError, SyntaxError, ...
         raise ConfigError(explain_gin_error(e)) from None
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def requested_config():

@@ -1,1 +1,5 @@
 """Ticket searches as procedures over rounds (see rounds.py for the structure on disk)."""
+from tf_lottery.search.base import RoundSearch
+from tf_lottery.search.edge_popup import EdgePopupSearch
+
+__all__ = ["RoundSearch", "EdgePopupSearch"]

@@ -122,7 +122,7 @@ class EdgePopupSearch(RoundSearch):
                                          density=final_density, seed=experiment.seed)
         network = experiment.build_network(
             mask_rule=TopKScores(self.keep_fraction(1)), kernel_initializer=kernel_init,
-            score_initializer=score_initializer(self.score_init, seed=experiment.seed + 1),
+            score_initializer=score_initializer(self.score_init, seed=experiment.seed + 100_003),
             affine=self.affine_batchnorm, **self.model_kwargs)
         with experiment.strategy.scope():
             model = SparseModel(network)
