@@ -61,6 +61,18 @@ class Experiment:
         log_dir = os.path.join(self.workdir, "tensorboard", f"round_{round_index:02d}")
         return [keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")]
 
+    def export(self):
+        """Export the final ticket to workdir/ticket/ (SavedModel + ticket.npz); returns paths."""
+        from tf_lottery.export import export_ticket
+        from tf_lottery.search import rounds
+
+        done = rounds.completed_rounds(self.workdir)
+        final = rounds.load_metrics(self.workdir, done[-1]) if done else {}
+        metadata = {k: v for k, v in final.items() if k not in ("history", "layer_densities")}
+        return export_ticket(self.search.model.network, os.path.join(self.workdir, "ticket"),
+                             metadata=metadata, strong=self.search.strong_ticket, seed=self.seed,
+                             weights=self.search.ticket_weights(self))
+
     def run(self):
         """Run the search; returns the list of round metrics."""
         os.makedirs(self.workdir, exist_ok=True)

@@ -79,6 +79,7 @@ class EdgePopupSearch(RoundSearch):
     """
 
     algorithm = "edge_popup"
+    strong_ticket = True
 
     def __init__(self, variant="soft_lr", cycles=3, shrinkage=None, target_remaining=None,
                  recipe=None, weight_init="signed_kaiming_constant", scaled_init=False,
