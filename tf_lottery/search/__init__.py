@@ -1,1 +1,10 @@
-"""Ticket searches as procedures over rounds (see rounds.py for the structure on disk)."""
+"""Ticket searches as procedures over rounds (see rounds.py for the structure on disk).
+
+Importing the package registers every search with gin."""
+from tf_lottery.search.continuous_sparsification import (
+    ContinuousSparsificationSearch, IterativeStochasticSparsificationSearch)
+from tf_lottery.search.edge_popup import EdgePopupSearch
+from tf_lottery.search.ticket_evaluation import retrain_ticket
+
+__all__ = ["ContinuousSparsificationSearch", "IterativeStochasticSparsificationSearch",
+           "EdgePopupSearch", "retrain_ticket"]
