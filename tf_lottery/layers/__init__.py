@@ -1,14 +1,16 @@
 """Masked layers, mask rules, ticket initialisations and ghost modules."""
 from tf_lottery.layers.ghosts import GhostActivation, GhostSkip, ghost_modules, ghosts_faded
-from tf_lottery.layers.initializers import (KaimingNormal, KaimingUniform, SignedKaimingConstant,
-                                            score_initializer, weight_initializer)
+from tf_lottery.layers.initializers import (DepthwiseInitializer, KaimingNormal, KaimingUniform,
+                                            SignedKaimingConstant, score_initializer,
+                                            weight_initializer)
 from tf_lottery.layers.mask_rules import (BernoulliScores, FixedMask, MaskRule, SigmoidScores,
                                           TopKScores, get_rule, keep_count, top_k_mask)
 from tf_lottery.layers.masked import (MASKED_TWINS, MaskedConv2D, MaskedDense,
                                       MaskedDepthwiseConv2D, MaskedLayerMixin, masked_layers)
 
 __all__ = ["GhostActivation", "GhostSkip", "ghost_modules", "ghosts_faded",
-           "KaimingNormal", "KaimingUniform", "SignedKaimingConstant", "score_initializer",
-           "weight_initializer", "BernoulliScores", "FixedMask", "MaskRule", "SigmoidScores",
-           "TopKScores", "get_rule", "keep_count", "top_k_mask", "MASKED_TWINS", "MaskedConv2D",
-           "MaskedDense", "MaskedDepthwiseConv2D", "MaskedLayerMixin", "masked_layers"]
+           "DepthwiseInitializer", "KaimingNormal", "KaimingUniform", "SignedKaimingConstant",
+           "score_initializer", "weight_initializer", "BernoulliScores", "FixedMask", "MaskRule",
+           "SigmoidScores", "TopKScores", "get_rule", "keep_count", "top_k_mask", "MASKED_TWINS",
+           "MaskedConv2D", "MaskedDense", "MaskedDepthwiseConv2D", "MaskedLayerMixin",
+           "masked_layers"]

@@ -74,6 +74,28 @@ class SignedKaimingConstant(_Kaiming):
         return signs * self.std(shape)
 
 
+@keras.saving.register_keras_serializable(_PACKAGE)
+class DepthwiseInitializer(keras.initializers.Initializer):
+    """Draws a depthwise kernel (kh, kw, channels, multiplier) as `initializer` would draw
+    (kh, kw, 1, channels·multiplier): each output sees kh·kw inputs, so fan_in = kh·kw as in
+    PyTorch, not kh·kw·channels as Keras's fans for a 4-D kernel would say."""
+
+    def __init__(self, initializer):
+        self.initializer = keras.initializers.get(initializer)
+
+    def __call__(self, shape, dtype=None):
+        kh, kw, channels, multiplier = shape
+        values = self.initializer((kh, kw, 1, channels * multiplier), dtype=dtype)
+        return keras.ops.reshape(values, shape)
+
+    def get_config(self):
+        return {"initializer": keras.saving.serialize_keras_object(self.initializer)}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["initializer"]))
+
+
 def score_initializer(name="kaiming_uniform", seed=None):
     """Score initialisations: 'kaiming_uniform' (edge-popup default: PyTorch's kaiming_uniform_
     with a=√5, i.e. U(-1/√fan_in, 1/√fan_in)), 'kaiming_normal' (N(0, 2/fan_in)) or 'zeros'."""
