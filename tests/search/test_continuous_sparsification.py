@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.search.tiny import built, experiment, mlp, recipe
+from tests.search.helpers import built, constant_recipe, mlp, mlp_experiment
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.mask_rules import BernoulliScores, FixedMask, SigmoidScores
 from tf_lottery.search import rounds
@@ -14,13 +14,13 @@ from tf_lottery.search.rewind import dense_weights, load_dense_weights
 
 
 def cs(**kwargs):
-    kwargs.setdefault("recipe", recipe())
+    kwargs.setdefault("recipe", constant_recipe())
     kwargs.setdefault("evaluate_tickets", False)
     return ContinuousSparsificationSearch(**kwargs)
 
 
 def iss(**kwargs):
-    kwargs.setdefault("recipe", recipe())
+    kwargs.setdefault("recipe", constant_recipe())
     kwargs.setdefault("evaluate_tickets", False)
     return IterativeStochasticSparsificationSearch(**kwargs)
 
@@ -41,7 +41,8 @@ def test_cs_begin_round_resets_scores_and_beta(tmp_path):
     search = cs(initial_score=0.03, initial_beta=2.0, final_beta=50.0)
     model, exp = built(search, tmp_path)
     layer = search.layers[0]
-    np.testing.assert_array_equal(layer.scores.numpy(), np.full(layer.scores.shape, 0.03, np.float32))
+    np.testing.assert_array_equal(layer.scores.numpy(),
+                                  np.full(layer.scores.shape, 0.03, np.float32))
     assert float(layer.beta.numpy()) == 2.0
     s_T = np.random.default_rng(0).normal(0, 0.01, layer.scores.shape).astype(np.float32)
     layer.scores.assign(s_T)
@@ -115,9 +116,9 @@ class _RecordingCS(ContinuousSparsificationSearch):
 
 
 def test_beta_is_annealed_per_step_in_the_compiled_step(tmp_path):
-    search = _RecordingCS(num_rounds=1, recipe=recipe(epochs=2), evaluate_tickets=False,
+    search = _RecordingCS(num_rounds=1, recipe=constant_recipe(epochs=2), evaluate_tickets=False,
                           final_beta=100.0)
-    experiment(tmp_path, search).run()
+    mlp_experiment(tmp_path, search).run()
     steps = 2 * 8  # 2 epochs of 512 / 64
     expected = [100.0 ** (t / steps) for t in range(steps)]  # β_t used by update t
     np.testing.assert_allclose(search.recorder.values, expected, rtol=1e-5)
@@ -139,7 +140,8 @@ def test_iss_removed_weights_never_sampled_and_get_no_gradient(tmp_path):
     search = iss(initial_score=1.0)
     model, exp = built(search, tmp_path)
     layer = search.layers[0]
-    s_T = np.where(np.arange(layer.scores.shape[1]) % 2 == 0, 0.5, 1.5) * np.ones(layer.scores.shape)
+    columns = np.arange(layer.scores.shape[1])
+    s_T = np.where(columns % 2 == 0, 0.5, 1.5) * np.ones(layer.scores.shape)
     layer.scores.assign(s_T.astype(np.float32))
     search.begin_round(model, 1, exp)
     removed = s_T < 1.0
@@ -186,7 +188,7 @@ def test_iss_ticket_is_a_seeded_sample_of_sigmoid_scores(tmp_path):
     assert all(np.all(m == 0) for m in threshold.ticket_masks(model).values())  # 1[0 > 0]
 
 
-# -- exclusion, supermask ----------------------------------------------------------------------------
+# -- exclusion, supermask -------------------------------------------------------------------
 
 def test_excluded_layers_get_fixed_mask_and_keep_their_weights(tmp_path):
     network = mlp((4,), 3, mask_rule=SigmoidScores())
@@ -219,10 +221,10 @@ def keeping_model(cls):
 @pytest.mark.parametrize("cls", [ContinuousSparsificationSearch,
                                  IterativeStochasticSparsificationSearch])
 def test_supermask_leaves_weights_unchanged(tmp_path, cls):
-    search = keeping_model(cls)(num_rounds=2, recipe=recipe(), supermask=True,
+    search = keeping_model(cls)(num_rounds=2, recipe=constant_recipe(), supermask=True,
                                 exclude=("output",), initial_score=0.01, l1_penalty=1e-3,
                                 evaluate_tickets=False)
-    experiment(tmp_path, search).run()
+    mlp_experiment(tmp_path, search).run()
     initial = load_dense_weights(str(tmp_path / "init" / "rewind_init.npz"))
     final = dense_weights(search.model.network)
     assert sorted(final) == ["fc1/bias", "fc1/kernel", "output/bias", "output/kernel"]
@@ -236,10 +238,10 @@ def test_supermask_leaves_weights_unchanged(tmp_path, cls):
 
 def test_cs_rounds_on_disk_with_decreasing_density_and_ticket_evaluation(tmp_path):
     search = ContinuousSparsificationSearch(
-        num_rounds=3, recipe=recipe(optimizer="sgd", learning_rate=0.3, momentum=0.9),
+        num_rounds=3, recipe=constant_recipe(optimizer="sgd", learning_rate=0.3, momentum=0.9),
         l1_penalty=1e-3, score_init="uniform", initial_score=0.05, rewind_to="init",
         evaluation_rewind_to="4it")
-    results = experiment(tmp_path, search).run()
+    results = mlp_experiment(tmp_path, search).run()
     workdir = str(tmp_path)
     assert rounds.completed_rounds(workdir) == [0, 1, 2]
     densities = [r["remaining_fraction"] for r in results]
