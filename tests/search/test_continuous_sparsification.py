@@ -10,7 +10,7 @@ from tf_lottery.search import rounds
 from tf_lottery.search.continuous_sparsification import (
     REMOVED_SCORE, ContinuousSparsificationSearch, IterativeStochasticSparsificationSearch,
     annealed_beta, cs_score_reset, iss_score_reset, with_fixed_masks)
-from tf_lottery.search.rewind import dense_weights, load_dense_weights
+from tf_lottery.search.rewind import assign_dense_weights, dense_weights, load_dense_weights
 
 
 def cs(**kwargs):
@@ -50,6 +50,23 @@ def test_cs_begin_round_resets_scores_and_beta(tmp_path):
     search.begin_round(model, 1, exp)
     np.testing.assert_allclose(layer.scores.numpy(), np.minimum(50.0 * s_T, 0.03), rtol=1e-6)
     assert float(layer.beta.numpy()) == 2.0
+
+
+@pytest.mark.parametrize("rewind_to", ["init", None])
+def test_weights_rewound_between_rounds_only_when_asked(tmp_path, rewind_to):
+    search = cs(rewind_to=rewind_to)
+    model, exp = built(search, tmp_path)
+    w0 = dense_weights(model.network)
+    trained = {path: value + 1.0 for path, value in w0.items()}
+    assign_dense_weights(model.network, trained)
+    scores = search.layers[0].scores.numpy() + 0.5
+    search.layers[0].scores.assign(scores)
+    search.begin_round(model, 1, exp)
+    expected = w0 if rewind_to == "init" else trained
+    for path, value in dense_weights(model.network).items():
+        np.testing.assert_array_equal(value, expected[path])
+    # the scores follow the reset rule either way, not the rewind point
+    np.testing.assert_allclose(search.layers[0].scores.numpy(), np.minimum(1.0 * scores, 0.0))
 
 
 # -- λ‖σ(βs)‖₁ alone pushes every score down ------------------------------------------------------
