@@ -1,1 +1,5 @@
 """Ticket searches as procedures over rounds (see rounds.py for the structure on disk)."""
+from tf_lottery.search.imp import IMPSearch
+from tf_lottery.search.prune_at_init import PruneAtInitSearch
+
+__all__ = ["IMPSearch", "PruneAtInitSearch"]
