@@ -2,6 +2,7 @@
 one), and the canonical text of a requested config (what bin/train compares across reruns)."""
 import difflib
 import inspect
+import os
 import re
 
 import gin
@@ -61,9 +62,18 @@ def explain_gin_error(error):
     return f"invalid gin config: {message}"
 
 
+_gin_search_paths = set()
+# The repository root: gin files `include 'gin_configs/base/....gin'` from any working directory.
+REPOSITORY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def parse_config(files=(), bindings=()):
-    """Parse gin files and bindings; any mistake becomes one ConfigError line."""
+    """Parse gin files and bindings; any mistake becomes one ConfigError line. An `include`
+    path is relative to the working directory, else to the repository root."""
     register_configurables()
+    if REPOSITORY_DIR not in _gin_search_paths:
+        _gin_search_paths.add(REPOSITORY_DIR)
+        gin.add_config_file_search_path(REPOSITORY_DIR)
     for path in files:
         try:
             open(path).close()
