@@ -152,6 +152,10 @@ def test_build_sets_rounds_for_a_target_and_checks_settings(tmp_path):
     unknown = IMPSearch(prune_fraction=0.5, num_rounds=2, exclude=("fc9",), recipe=_recipe())
     with pytest.raises(ConfigError, match="fc9"):
         unknown.build(_experiment(tmp_path, unknown))
+    excluded = IMPSearch(prune_fraction=0.5, num_rounds=2, scope="layerwise",
+                         layer_prune_fractions={"output": 0.1}, exclude=("output",))
+    with pytest.raises(ConfigError, match="not pruned"):
+        excluded.build(_experiment(tmp_path, excluded))
 
 
 # -- the rounds ----------------------------------------------------------------------------------

@@ -227,6 +227,10 @@ class IMPSearch(RoundSearch):
             self.fractions = frankle_carbin_fractions(model.network, exclude=self.exclude)
         else:
             self.fractions = dict(self.layer_prune_fractions or {})
+            unknown = sorted(set(self.fractions) - {layer.name for layer in self.layers})
+            if unknown:
+                raise ConfigError(f"IMPSearch.layer_prune_fractions names layers that are not "
+                                  f"pruned: {unknown}")
         if not self._rounds_given:
             sizes = {layer.name: int(np.prod(layer.mask.shape)) for layer in self.layers}
             self.num_rounds = rounds_to_reach(sizes, self.target_sparsity, self.prune_fraction,
