@@ -6,6 +6,7 @@ import os
 import re
 
 import gin
+from absl import logging
 
 from tf_lottery.errors import ConfigError
 
@@ -62,28 +63,25 @@ def explain_gin_error(error):
     return f"invalid gin config: {message}"
 
 
-_gin_search_paths = set()
-# The repository root: gin files `include 'gin_configs/base/....gin'` from any working directory.
-REPOSITORY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def parse_config(files=(), bindings=()):
-    """Parse gin files and bindings; any mistake becomes one ConfigError line. An `include`
-    path is relative to the working directory, else to the repository root."""
+    """Parse gin files and bindings; any mistake becomes one ConfigError line."""
     register_configurables()
-    if REPOSITORY_DIR not in _gin_search_paths:
-        _gin_search_paths.add(REPOSITORY_DIR)
-        gin.add_config_file_search_path(REPOSITORY_DIR)
     for path in files:
         try:
             open(path).close()
         except OSError as e:
             raise ConfigError(f"cannot read gin file {path}: {e.strerror}") from None
     gin.clear_config()
+    for path in files:  # `include 'base/x.gin'` resolves next to the including file
+        gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.FATAL)  # gin logs every include path it tries first
     try:
         gin.parse_config_files_and_bindings(list(files), list(bindings))
     except Exception as e:  # gin raises ValueError, KeyError, SyntaxError, ...
         raise ConfigError(explain_gin_error(e)) from None
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def requested_config():

@@ -1,6 +1,7 @@
 """The gin-configured entry of a run: builds data, network and strategy, owns the workdir, and
 hands them to a search procedure (tf_lottery/search/), which loops over rounds."""
 import os
+import sys
 import time
 
 import gin
@@ -22,18 +23,19 @@ class Experiment:
         kernel_initializer=..., **search-specific kwargs) (gin: `@build_model`).
       seed: seeds weights, scores, data order and augmentation.
       strategy: a tf.distribute strategy name (see training/strategy.py).
-      verbose: Keras progress output (1 = progress bar, 2 = one line per epoch, 0 = silent).
+      verbose: Keras progress output (1 = progress bar, 2 = one line per epoch, 0 = silent;
+        'auto' = a bar on a terminal, one line per epoch otherwise).
       tensorboard: write TensorBoard logs under workdir/tensorboard.
     """
 
     def __init__(self, workdir, search=gin.REQUIRED, model_fn=gin.REQUIRED, seed=0,
-                 strategy="default", verbose=1, tensorboard=True, dataset=None):
+                 strategy="default", verbose="auto", tensorboard=True, dataset=None):
         self.workdir = workdir
         self.search = search
         self.model_fn = model_fn
         self.seed = int(seed)
         self.strategy = make_strategy(strategy)
-        self.verbose = verbose
+        self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
         self.tensorboard = tensorboard
         self._dataset = dataset
 
@@ -58,6 +60,18 @@ class Experiment:
             return []
         log_dir = os.path.join(self.workdir, "tensorboard", f"round_{round_index:02d}")
         return [keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")]
+
+    def export(self):
+        """Export the final ticket to workdir/ticket/ (SavedModel + ticket.npz); returns paths."""
+        from tf_lottery.export import export_ticket
+        from tf_lottery.search import rounds
+
+        done = rounds.completed_rounds(self.workdir)
+        final = rounds.load_metrics(self.workdir, done[-1]) if done else {}
+        metadata = {k: v for k, v in final.items() if k not in ("history", "layer_densities")}
+        return export_ticket(self.search.model.network, os.path.join(self.workdir, "ticket"),
+                             metadata=metadata, strong=self.search.strong_ticket, seed=self.seed,
+                             weights=self.search.ticket_weights(self))
 
     def run(self):
         """Run the search; returns the list of round metrics."""

@@ -60,15 +60,16 @@ def test_top_k_hand_computed_2x3_example_with_straight_through_gradient():
                          [1, 0, 1]], "float32")  # |s| = 0.9, 0.5, 0.7
     np.testing.assert_array_equal(layer.binary_mask().numpy(), expected)
 
-    # Gradient of L = sum(m * C) w.r.t. the scores is C itself: dh/ds = I.
+    # Gradient of L = sum(m * C): straight-through dh/d|s| = I, so dL/ds = C ⊙ sign(s).
     upstream = np.array([[0.3, -1.0, 2.0], [4.0, 0.5, -0.7]], "float32")
     with tf.GradientTape() as tape:
         mask = layer.effective_mask(training=True)
         loss = tf.reduce_sum(mask * upstream)
     np.testing.assert_array_equal(mask.numpy(), expected)
-    np.testing.assert_array_equal(tape.gradient(loss, layer.scores.value).numpy(), upstream)
+    np.testing.assert_array_equal(tape.gradient(loss, layer.scores.value).numpy(),
+                                  upstream * np.sign(SCORES))
 
-    # Through the layer: y = x·(W ⊙ m), L = sum(y ⊙ u), so dL/dm = W ⊙ (xᵀu), passed unchanged.
+    # Through the layer: y = x·(W ⊙ m), L = sum(y ⊙ u), so dL/dm = W ⊙ (xᵀu), passed to |s|.
     x = np.array([[1.0, 2.0]], "float32")
     u = np.array([[1.0, -1.0, 2.0]], "float32")
     with tf.GradientTape() as tape:
@@ -76,7 +77,8 @@ def test_top_k_hand_computed_2x3_example_with_straight_through_gradient():
     assert float(loss) == 30.0  # W ⊙ m = [[0, 2, 0], [4, 0, 6]], y = [8, 2, 12]
     dl_dmask = np.array([[1 * 1, 2 * -1, 3 * 2],
                          [4 * 2, 5 * -2, 6 * 4]], "float32")
-    np.testing.assert_array_equal(tape.gradient(loss, layer.scores.value).numpy(), dl_dmask)
+    np.testing.assert_array_equal(tape.gradient(loss, layer.scores.value).numpy(),
+                                  dl_dmask * np.sign(SCORES))
 
 
 def test_top_k_chooses_only_allowed_edges_and_counts_allowed_edges():
@@ -91,7 +93,8 @@ def test_top_k_chooses_only_allowed_edges_and_counts_allowed_edges():
     np.testing.assert_array_equal(layer.binary_mask().numpy(), expected)
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(layer.effective_mask(training=True) * 2.0)
-    np.testing.assert_array_equal(tape.gradient(loss, layer.scores.value).numpy(), 2.0 * allowed)
+    np.testing.assert_array_equal(tape.gradient(loss, layer.scores.value).numpy(),
+                                  2.0 * allowed * np.sign(SCORES))
 
 
 def test_top_k_keep_fraction_is_a_variable_changing_k_without_retracing():

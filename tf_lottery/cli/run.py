@@ -17,6 +17,8 @@ def run_experiment(workdir, state, export=True):
         last = results[-1]
         print(f"[tf_lottery] final ticket: remaining {last['remaining_fraction']:.4f} of "
               f"{last['total_weights']} weights, test accuracy {last['test_accuracy']:.4f}")
-    if export and hasattr(experiment, "export"):
-        experiment.export()
+    if export and results:
+        paths = experiment.export()
+        print(f"[tf_lottery] exported ticket: {paths['saved_model']} (SavedModel, masks folded) "
+              f"and {paths['ticket']} (ticket file)")
     return results

@@ -49,19 +49,25 @@ class _LayerMaker:
         self._made = 0
 
     def _initializer(self):
+        self._made += 1
+        return self._copy(self.kernel_initializer)
+
+    def _copy(self, initializer):
         # A copy per layer; a seeded initialiser gets seed + layer index, or every layer of one
-        # shape would start from the same weights.
-        config = self.kernel_initializer.get_config()
+        # shape would start from the same values.
+        if not isinstance(initializer, keras.initializers.Initializer):
+            return initializer
+        config = initializer.get_config()
         if isinstance(config.get("seed"), int):
             config["seed"] += self._made
-        self._made += 1
-        return type(self.kernel_initializer).from_config(config)
+        return type(initializer).from_config(config)
 
     def _masking(self):
-        return {"mask_rule": self.mask_rule, "score_initializer": self.score_initializer}
+        return {"mask_rule": self.mask_rule,
+                "score_initializer": self._copy(self.score_initializer)}
 
-    def dense(self, units, name, activation=None):
-        return MaskedDense(units, activation=activation, name=name,
+    def dense(self, units, name, activation=None, use_bias=True):
+        return MaskedDense(units, activation=activation, name=name, use_bias=use_bias,
                            kernel_initializer=self._initializer(), **self._masking())
 
     def conv(self, filters, kernel_size, name, strides=1, use_bias=False, activation=None,
@@ -112,26 +118,29 @@ CONV_NET_PLANS = {2: [64, 64, "pool"],
 
 def conv_net(input_shape=CIFAR_SHAPE, num_classes=10, depth=6, dense_units=(256, 256),
              mask_rule=None, kernel_initializer="kaiming_normal",
-             score_initializer="kaiming_uniform"):
+             score_initializer="kaiming_uniform", plan=None, use_bias=True):
     """Conv-2/4/6 (Frankle & Carbin 2019, Fig. 2): 3x3 ReLU convolutions in pairs, each pair
-    followed by 2x2 max pooling, then fully connected 256, 256 and the classifier."""
-    if depth not in CONV_NET_PLANS:
+    followed by 2x2 max pooling, then fully connected 256, 256 and the classifier.
+
+    `plan` (filters and 'pool' entries) replaces the depth's plan for a custom-size conv net;
+    use_bias=False gives edge-popup's bias-free layers."""
+    if plan is None and depth not in CONV_NET_PLANS:
         raise ConfigError(f"Conv-{depth} is not defined; depth must be one of "
                           f"{sorted(CONV_NET_PLANS)}")
     make = _LayerMaker(mask_rule, kernel_initializer, score_initializer)
     inputs = keras.Input(input_shape, name="input")
     x, convs, pools = inputs, 0, 0
-    for spec in CONV_NET_PLANS[depth]:
+    for spec in plan if plan is not None else CONV_NET_PLANS[depth]:
         if spec == "pool":
             pools += 1
             x = layers.MaxPooling2D(2, name=f"pool{pools}")(x)
         else:
             convs += 1
-            x = make.conv(spec, 3, f"conv{convs}", use_bias=True, activation="relu")(x)
+            x = make.conv(spec, 3, f"conv{convs}", use_bias=use_bias, activation="relu")(x)
     x = layers.Flatten(name="flatten")(x)
     for index, units in enumerate(dense_units, 1):
-        x = make.dense(units, f"fc{index}", activation="relu")(x)
-    return make.classifier(inputs, x, num_classes, f"conv{depth}")
+        x = make.dense(units, f"fc{index}", activation="relu", use_bias=use_bias)(x)
+    return make.classifier(inputs, x, num_classes, f"conv{depth}" if plan is None else "conv")
 
 
 VGG_PLANS = {
@@ -335,6 +344,8 @@ def build_model(name, input_shape, num_classes, mask_rule=None,
         raise ConfigError(f"unknown model {name!r}.{hint} Known models: {', '.join(MODELS)}")
     builder, fixed = MODELS[model_name]
     accepted = set(inspect.signature(builder).parameters) - set(fixed)
+    if "affine" not in accepted:  # no batch norm in this model: nothing to make (non-)affine
+        options.pop("affine", None)
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ConfigError(f"model {model_name!r} does not take {unknown}; its options are "

@@ -27,6 +27,9 @@ class RoundSearch:
     implement `build` and `begin_round`; the other hooks have sensible defaults."""
 
     algorithm = "search"
+    # A strong ticket's weights are its seeded initialisation (stored as seed + masks); a weak
+    # ticket stores the weights it is trained from (see ticket_weights).
+    strong_ticket = False
 
     def __init__(self, num_rounds, recipe=None):
         self.num_rounds = int(num_rounds)
@@ -65,11 +68,16 @@ class RoundSearch:
     def end_round(self, model, index, metrics, experiment):
         """Called after the round is saved (e.g. to print or to keep state in memory)."""
 
+    def ticket_weights(self, experiment):
+        """The weights the exported ticket file stores: None = the final weights, or a path to
+        a .weights.h5 (e.g. the rewind point a weak ticket is retrained from)."""
+        return None
+
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, experiment):
         workdir, dataset = experiment.workdir, experiment.dataset
-        model = self.build(experiment)
+        model = self.model = self.build(experiment)
         model(next(iter(dataset.test))[0][:1])  # create every variable before any restore
         init_path = os.path.join(rounds.init_dir(workdir), rounds.WEIGHTS_FILE)
         if os.path.exists(init_path):

@@ -62,7 +62,7 @@ def restore_latest(manager, checkpoint):
     for path in reversed(manager.checkpoints):
         try:
             checkpoint.restore(path).expect_partial()
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
             logging.warning("checkpoint %s is unreadable (%s); falling back to the previous one",
                             path, type(e).__name__)
             print(f"[tf_lottery] checkpoint {path} is unreadable ({type(e).__name__}); "

@@ -1,0 +1,70 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import needs_fashion_mnist
+from tests.search.helpers import tiny_data, tiny_net
+from tf_lottery.errors import TrainingError
+from tf_lottery.training.fitting import fit_round, read_history
+from tf_lottery.training.recipe import TrainingRecipe
+from tf_lottery.training.sparse_model import SparseModel
+
+
+def _model():
+    model = SparseModel(tiny_net((28, 28, 1), 10))
+    model(np.zeros((1, 28, 28, 1), "float32"))
+    return model
+
+
+def _fit(model, directory, epochs, loss=None):
+    recipe = TrainingRecipe(optimizer="sgd", learning_rate=0.05, epochs=epochs,
+                            lr_schedule="constant", jit_compile=False)
+    data = tiny_data()
+    return fit_round(model, data, recipe.make_optimizer(data.steps_per_epoch),
+                     loss or recipe.make_loss(), epochs, directory, verbose=0, validate=False)
+
+
+def _nan_loss(y_true, y_pred):
+    return keras.ops.mean(y_pred) * float("nan")
+
+
+@needs_fashion_mnist
+def test_interrupted_round_resumes_to_the_same_weights(tmp_path):
+    keras.utils.set_random_seed(3)
+    straight = _model()
+    initial = straight.get_weights()
+    _fit(straight, str(tmp_path / "a"), epochs=3)
+
+    resumed = _model()
+    resumed.set_weights(initial)
+    _fit(resumed, str(tmp_path / "b"), epochs=2)  # "killed" after epoch 2
+    fresh = _model()  # a new process: fresh objects, same command
+    history = _fit(fresh, str(tmp_path / "b"), epochs=3)
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    for a, b in zip(straight.get_weights(), fresh.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+@needs_fashion_mnist
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    model = _model()
+    _fit(model, str(tmp_path), epochs=2)
+    checkpoints = os.path.join(tmp_path, "checkpoints")
+    for name in os.listdir(checkpoints):
+        if name.startswith("ckpt-2") and "data" in name:
+            with open(os.path.join(checkpoints, name), "r+b") as f:
+                f.truncate(10)
+    history = _fit(_model(), str(tmp_path), epochs=2)
+    assert "unreadable" in capsys.readouterr().out
+    assert len(history) == 2  # epoch 2 was trained again from checkpoint 1
+
+
+@needs_fashion_mnist
+def test_nan_loss_stops_with_one_readable_error_and_keeps_last_good_checkpoint(tmp_path):
+    model = _model()
+    _fit(model, str(tmp_path), epochs=1)
+    with pytest.raises(TrainingError, match=r"NaN/inf in epoch 2, step \d+.*ckpt-1"):
+        _fit(_model(), str(tmp_path), epochs=2, loss=_nan_loss)
+    assert [h["epoch"] for h in read_history(os.path.join(tmp_path, "history.json"))] == [0]

@@ -1,0 +1,51 @@
+import math
+
+import keras
+import pytest
+
+from tf_lottery.errors import ConfigError
+from tf_lottery.training.recipe import TrainingRecipe
+
+
+def _lr(schedule, step):
+    return float(keras.ops.convert_to_numpy(schedule(step))) if callable(schedule) else schedule
+
+
+def test_cosine_schedule_matches_the_formula_at_known_steps():
+    recipe = TrainingRecipe(learning_rate=0.1, epochs=10, lr_schedule="cosine")
+    schedule = recipe.schedule(steps_per_epoch=100)
+    for epoch in (0, 2.5, 5, 10):
+        expected = 0.05 * (1 + math.cos(math.pi * epoch / 10))
+        assert _lr(schedule, int(epoch * 100)) == pytest.approx(expected, abs=1e-6)
+        assert recipe.learning_rate_at(epoch) == pytest.approx(expected)
+
+
+def test_step_schedule_with_warmup():
+    recipe = TrainingRecipe(learning_rate=0.1, epochs=85, lr_schedule="step",
+                            lr_drop_epochs=(56, 71), warmup_epochs=2)
+    schedule = recipe.schedule(steps_per_epoch=10)
+    assert _lr(schedule, 10) == pytest.approx(0.05)
+    assert _lr(schedule, 100) == pytest.approx(0.1)
+    assert _lr(schedule, 560) == pytest.approx(0.01)
+    assert _lr(schedule, 710) == pytest.approx(0.001)
+
+
+def test_constant_learning_rate_override_and_weight_decay_exclusion():
+    recipe = TrainingRecipe(optimizer="adamw", weight_decay=1e-4)
+    optimizer = recipe.make_optimizer(10, constant_learning_rate=0.003,
+                                      exclude_from_weight_decay=["scores"])
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.003)
+    scores = keras.Variable([1.0, 1.0], name="scores")
+    kernel = keras.Variable([1.0, 1.0], name="kernel")
+    optimizer.apply_gradients([(keras.ops.zeros(2), scores), (keras.ops.zeros(2), kernel)])
+    assert list(keras.ops.convert_to_numpy(scores)) == [1.0, 1.0]  # no decay on the scores
+    assert float(keras.ops.convert_to_numpy(kernel)[0]) == pytest.approx(1 - 0.003 * 1e-4)
+
+
+def test_bad_recipes_are_config_errors():
+    with pytest.raises(ConfigError, match="optimizer"):
+        TrainingRecipe(optimizer="lbfgs")
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        TrainingRecipe(label_smoothing=1.0)
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainingRecipe(epochs=0)

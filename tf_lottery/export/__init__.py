@@ -1,0 +1,26 @@
+"""Ship tickets: a SavedModel (and .keras / TFLite) of the plain network, and the ticket file."""
+import os
+
+from tf_lottery.export.plain import network_of, to_plain_model
+from tf_lottery.export.saved_model import export_keras, export_saved_model, export_tflite
+from tf_lottery.export.ticket_file import (load_ticket, read_ticket_header, read_ticket_masks,
+                                           save_ticket)
+
+SAVED_MODEL_DIR = "saved_model"
+TICKET_FILE = "ticket.npz"
+
+
+def export_ticket(model, directory, metadata=None, strong=False, seed=None, weights=None):
+    """Write directory/saved_model (the trained ticket, masks folded, ghosts removed) and
+    directory/ticket.npz (masks, architecture, and the weights or — strong — the seed);
+    returns {'saved_model': path, 'ticket': path}. Arguments as for `save_ticket`."""
+    os.makedirs(directory, exist_ok=True)
+    saved_model = export_saved_model(model, os.path.join(directory, SAVED_MODEL_DIR))
+    ticket = save_ticket(model, os.path.join(directory, TICKET_FILE), metadata=metadata,
+                         strong=strong, seed=seed, weights=weights)
+    return {"saved_model": saved_model, "ticket": ticket}
+
+
+__all__ = ["export_keras", "export_saved_model", "export_ticket", "export_tflite",
+           "load_ticket", "network_of", "read_ticket_header", "read_ticket_masks",
+           "save_ticket", "to_plain_model", "SAVED_MODEL_DIR", "TICKET_FILE"]
