@@ -9,6 +9,7 @@ from tests.conftest import needs_fashion_mnist
 from tests.search.mlp import mlp, small_dataset
 from tf_lottery.errors import ConfigError
 from tf_lottery.experiment import Experiment
+from tf_lottery.export import load_ticket, save_ticket
 from tf_lottery.layers import weight_initializer
 from tf_lottery.pruning.selection import prune_count
 from tf_lottery.search import imp as imp_module
@@ -188,6 +189,16 @@ def test_global_imp_rewound_to_init(tmp_path):
         assert np.concatenate(removed).max() <= np.concatenate(kept).min()
         # rewound to θ0: kernels on unpruned weights and every bias exactly
         _assert_same_except_masks(start, theta0, start)
+    # the exported ticket: the last mask with the weights it trains from, θ0
+    experiment = _experiment(tmp_path, search)
+    path = save_ticket(search.model, str(tmp_path / "ticket.npz"),
+                       weights=search.ticket_weights(experiment))
+    ticket = load_ticket(path)
+    for layer in ("fc1", "output"):
+        np.testing.assert_array_equal(ticket.get_layer(layer).mask.numpy(),
+                                      _mask(recorder.starts[2], layer))
+        np.testing.assert_array_equal(ticket.get_layer(layer).raw_kernel.numpy(),
+                                      _kernel(theta0, layer))
     table = accuracy_table(str(tmp_path))
     assert [row[1] for row in table] == pytest.approx([1.0, 0.5, 0.25], abs=1e-3)
     assert all(row[3] is None for row in table)
@@ -199,8 +210,10 @@ def test_weight_rewinding_restores_theta_k_and_its_learning_rate(tmp_path):
     recipe = _recipe(epochs=2, lr_schedule="cosine")
     search = IMPSearch(prune_fraction=0.5, num_rounds=2, rewind_to="1ep", recipe=recipe)
     recorder = Recorder(search, step=STEPS_PER_EPOCH)
-    results = _experiment(tmp_path, search).run()
+    experiment = _experiment(tmp_path, search)
+    results = experiment.run()
     assert os.path.exists(tmp_path / "init" / "rewind_4it.weights.h5")
+    assert search.ticket_weights(experiment) == str(tmp_path / "init" / "rewind_4it.weights.h5")
     assert [r["epochs"] for r in results] == [2, 1]
     assert results[1]["rewind_step"] == 4
     _assert_same_except_masks(recorder.starts[1], recorder.at_step, recorder.starts[1])
@@ -218,7 +231,9 @@ def test_learning_rate_rewinding_and_fine_tuning_keep_trained_weights(tmp_path, 
     recipe = _recipe(lr_schedule="step", lr_drop_epochs=(1,), lr_drop_factor=0.1)
     search = IMPSearch(prune_fraction=0.5, num_rounds=2, rewind_to=rewind_to, recipe=recipe)
     recorder = Recorder(search)
-    results = _experiment(tmp_path, search).run()
+    experiment = _experiment(tmp_path, search)
+    results = experiment.run()
+    assert search.ticket_weights(experiment) == rounds.round_weights_path(str(tmp_path), 0)
     _assert_same_except_masks(recorder.starts[1], recorder.trained[0], recorder.starts[1])
     assert results[0]["final_learning_rate"] == pytest.approx(0.01)
     if rewind_to == "lr":  # the schedule restarts: 0.1, then 0.01 after its one epoch

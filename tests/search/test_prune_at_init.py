@@ -86,3 +86,5 @@ def test_trains_the_stored_mask_and_records_criterion_and_density(tmp_path):
     assert metrics["density"] == pytest.approx((2 * 784 + 160) / (FC1 + OUTPUT))
     assert metrics["target_density"] == pytest.approx(0.1)
     assert metrics["num_batches"] == 1
+    assert search.ticket_weights(experiment) == os.path.join(str(tmp_path), "init",
+                                                             rounds.WEIGHTS_FILE)

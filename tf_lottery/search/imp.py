@@ -247,11 +247,21 @@ class IMPSearch(RoundSearch):
         return model
 
     def rewind_path(self, experiment):
-        """workdir/init/rewind_<k>it.weights.h5: θ_k saved during round 0 (θ0 itself for k=0)."""
-        if self.rewind_step == 0:
+        """Where the weights rounds r > 0 rewind to are: workdir/init/weights.weights.h5 (θ0) for
+        'init' or k = 0, else workdir/init/rewind_<k>it.weights.h5 (θ_k, saved in round 0)."""
+        if not self.rewind_step:
             return os.path.join(rounds.init_dir(experiment.workdir), rounds.WEIGHTS_FILE)
         return os.path.join(rounds.init_dir(experiment.workdir),
                             f"rewind_{self.rewind_step}it.weights.h5")
+
+    def ticket_weights(self, experiment):
+        """The weights the final ticket (the last round's mask) is trained from: θ0, θ_k, or
+        for 'lr'/'finetune' the trained weights of the round before it."""
+        if self.num_rounds > 1 and self.rewind_to in ("lr", "finetune"):
+            return rounds.round_weights_path(experiment.workdir, self.num_rounds - 2)
+        if self.num_rounds == 1:
+            return os.path.join(rounds.init_dir(experiment.workdir), rounds.WEIGHTS_FILE)
+        return self.rewind_path(experiment)
 
     # -- rounds ------------------------------------------------------------------------------
 
@@ -273,10 +283,7 @@ class IMPSearch(RoundSearch):
     def _rewind(self, network, experiment):
         if self.rewind_to in ("lr", "finetune"):
             return  # keep θ_T of the previous round
-        if self.rewind_to == "init":
-            path = os.path.join(rounds.init_dir(experiment.workdir), rounds.WEIGHTS_FILE)
-        else:
-            path = self.rewind_path(experiment)
+        path = self.rewind_path(experiment)
         if not os.path.exists(path):
             raise TrainingError(f"the rewind point {path} was not saved in round 0 (was round 0 "
                                 f"run with another rewind_to?); rerun in a new workdir")

@@ -55,6 +55,10 @@ class PruneAtInitSearch(RoundSearch):
                                                     self.model_kwargs)
         return model
 
+    def ticket_weights(self, experiment):
+        """The ticket is trained from θ0."""
+        return os.path.join(rounds.init_dir(experiment.workdir), rounds.WEIGHTS_FILE)
+
     def masks_path(self, experiment):
         return os.path.join(rounds.init_dir(experiment.workdir), f"{self.criterion}_masks.npz")
 
