@@ -1,10 +1,11 @@
-"""Every gin file in gin_configs/ (the published recipes) parses with tf_lottery.config.parse_config,
-sets the values its comment promises, and runs one tiny round.
+"""The gin files in gin_configs/ (the published recipes) parse with tf_lottery.config.parse_config,
+set the values their comments promise, and run one tiny round.
 
-Add one entry per gin file to CASES (and the file's search to SEARCHES): (file, bindings that shrink the run, {binding: value the
-file itself sets}). TFDS datasets (mnist, cifar10) are replaced by tfds.testing.mock_data;
-fashion_mnist is read from the local files. The CIFAR ResNets train too slowly on a CPU for this
-suite, so their cases swap in LeNet-300-100 (build_model.name) and a slow case keeps ResNet-20.
+Add one entry per gin file to CASES: (file, bindings that shrink the run, {binding: value the
+file itself sets}), and the file's search to SEARCHES. TFDS datasets (mnist, cifar10) are
+replaced by tfds.testing.mock_data; fashion_mnist is read from the local files. The CIFAR ResNets
+train too slowly on a CPU for this suite, so their cases swap in LeNet-300-100
+(build_model.name) and a slow case keeps ResNet-20.
 """
 import glob
 import os

@@ -5,8 +5,7 @@ import tensorflow as tf
 
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers import FixedMask, MaskedDense
-from tf_lottery.training.repulsion import (REPULSION, RepulsionLoss, repulsion_loss,
-                                           squared_cosines)
+from tf_lottery.training.repulsion import REPULSION, RepulsionLoss, repulsion_loss
 from tf_lottery.training.sparse_model import SparseModel
 
 

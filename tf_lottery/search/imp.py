@@ -12,12 +12,13 @@ from disk on a rerun) and
    half for the output layer via `frankle_carbin_fractions`); the masks are nested round to round;
 2. sets the weights round r starts from (Algorithm 1, line 5), `rewind_to`:
 
-    rewind_to        round r starts from                  and trains with
-    'init'           θ0 (Frankle & Carbin 2019)           the recipe's full schedule
-    '2ep', '500it'   θ_k, k steps into round 0            steps k..T of the schedule, T-k steps
-                     (weight rewinding, Frankle et al. 2020a: A^{k->T}(m⊙θ_k))
-    'lr'             θ_T of round r-1 (Renda et al. 2020)  the full schedule restarted
-    'finetune'       θ_T of round r-1                     a constant rate, round r-1's final one
+    rewind_to       round r starts from                      and trains with
+    'init'          θ0 (Frankle & Carbin 2019)               the recipe's full schedule
+    '2ep', '500it'  θ_k, k steps into round 0 (weight        steps k..T of the schedule: T-k
+                    rewinding, Frankle et al. 2020a:         steps, rounded up to whole epochs
+                    A^{k->T}(m⊙θ_k))
+    'lr'            θ_T of round r-1 (Renda et al. 2020)     the full schedule, restarted
+    'finetune'      θ_T of round r-1                         a constant rate: round r-1's last
 
 The ticket of round r is m_r (the mask round r trained with) with those starting weights; each
 round's metrics.json records its test accuracy against its remaining fraction.
@@ -54,7 +55,7 @@ from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.fixed_mask import (build_fixed_mask_model, build_network,
                                           layer_masks)
 from tf_lottery.training.fitting import fit_round
-from tf_lottery.training.repulsion import REPULSION, RepulsionLoss, squared_cosines
+from tf_lottery.training.repulsion import REPULSION, RepulsionLoss
 
 REWIND_MODES = ("init", "lr", "finetune")
 CONTROLS = ("reinit", "random_prune")
