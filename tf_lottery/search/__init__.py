@@ -5,7 +5,10 @@ from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.continuous_sparsification import (
     ContinuousSparsificationSearch, IterativeStochasticSparsificationSearch)
 from tf_lottery.search.edge_popup import EdgePopupSearch
+from tf_lottery.search.imp import IMPSearch
+from tf_lottery.search.prune_at_init import PruneAtInitSearch
 from tf_lottery.search.ticket_evaluation import retrain_ticket
 
 __all__ = ["RoundSearch", "ContinuousSparsificationSearch",
-           "IterativeStochasticSparsificationSearch", "EdgePopupSearch", "retrain_ticket"]
+           "IterativeStochasticSparsificationSearch", "EdgePopupSearch", "IMPSearch",
+           "PruneAtInitSearch", "retrain_ticket"]
