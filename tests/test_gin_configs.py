@@ -27,6 +27,8 @@ TINY = ["load_dataset.train_examples = 64", "load_dataset.test_examples = 32",
 LENET = ["build_model.name = 'lenet_300_100'"]
 ONE_ROUND = ["IMPSearch.num_rounds = 1"]
 THREE_EPOCHS = ["TrainingRecipe.epochs = 3"]  # rewinding to '2ep' needs a longer round 0
+EP_TINY = ["EdgePopupSearch.cycles = 2", "build_model.plan = [4, 'pool']",
+           "build_model.dense_units = [8]"]
 
 CASES = [
     pytest.param("imp_lenet_mnist.gin", ONE_ROUND, {
@@ -64,6 +66,33 @@ CASES = [
                  id="synflow"),
     pytest.param("random_mask.gin", LENET, {"PruneAtInitSearch.criterion": "random"},
                  id="random_mask"),
+    *[pytest.param(name, EP_TINY, {"EdgePopupSearch.variant": variant}, marks=needs_fashion_mnist,
+                   id=name[:-4])
+      for name, variant in [("ep.gin", "ep"), ("hard_iep.gin", "hard_lr"),
+                            ("hard_iep_ft.gin", "hard_ft"), ("hard_iep_srw.gin", "hard_srw"),
+                            ("hard_iep_sri.gin", "hard_sri"), ("hard_iep_lr.gin", "hard_lr"),
+                            ("soft_iep_ft.gin", "soft_ft"),
+                            ("soft_iep_zero_init.gin", "soft_lr_zero_init"),
+                            ("soft_iep_srw_zero_init.gin", "soft_srw_zero_init")]],
+    pytest.param("soft_iep.gin", EP_TINY, {
+        "EdgePopupSearch.variant": "soft_lr", "EdgePopupSearch.cycles": 3,
+        "EdgePopupSearch.target_remaining": 0.3, "load_dataset.name": "fashion_mnist",
+        "EdgePopupSearch.weight_init": "signed_kaiming_constant",
+        "EdgePopupSearch.affine_batchnorm": False}, marks=needs_fashion_mnist, id="soft_iep"),
+    pytest.param("soft_iep_resnet18_cifar10.gin", ["EdgePopupSearch.cycles = 2"], {
+        "build_model.name": "resnet18", "build_model.stem": "cifar",
+        "TrainingRecipe.learning_rate": 0.1, "TrainingRecipe.weight_decay": 1e-4,
+        "TrainingRecipe.epochs": 100, "EdgePopupSearch.shrinkage": 0.2,
+        "load_dataset.batch_size": 128}, marks=pytest.mark.slow,
+        id="soft_iep_resnet18_cifar10"),
+    pytest.param("soft_iep_wrn50_imagenet.gin", ["load_dataset.image_size = 32",
+                                                 "build_model.name = 'resnet50'",
+                                                 "EdgePopupSearch.cycles = 1"], {
+        "build_model.name": "wide_resnet50_2", "TrainingRecipe.learning_rate": 0.3,
+        "TrainingRecipe.momentum": 0.875, "TrainingRecipe.weight_decay": 3e-5,
+        "TrainingRecipe.warmup_epochs": 5, "load_dataset.batch_size": 512,
+        "EdgePopupSearch.target_remaining": 0.3}, marks=pytest.mark.slow,
+        id="soft_iep_wrn50_imagenet"),
     pytest.param("imp_fashion_mnist.gin", ["IMPSearch.num_rounds = 2"], {
         "load_dataset.name": "fashion_mnist", "IMPSearch.num_rounds": 5,
         "IMPSearch.evaluate_controls": True}, marks=needs_fashion_mnist,
@@ -78,7 +107,7 @@ def _clear_gin():
 
 
 # The searches whose every gin file must have a case above (add yours with your cases).
-SEARCHES = {"IMPSearch", "PruneAtInitSearch"}
+SEARCHES = {"IMPSearch", "PruneAtInitSearch", "EdgePopupSearch"}
 
 
 def test_every_gin_file_of_these_searches_has_a_case():
