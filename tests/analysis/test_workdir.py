@@ -11,6 +11,7 @@ from tf_lottery.analysis.angular import angular_distance_matrix
 from tf_lottery.analysis.workdir import Workdir, lmc_metrics, read_kernels
 from tf_lottery.errors import DataError
 from tf_lottery.layers import MaskedDense
+from tf_lottery.layers.mask_rules import BernoulliScores, FixedMask, SigmoidScores, TopKScores
 from tf_lottery.search import rounds
 
 
@@ -112,9 +113,11 @@ def test_lacks_names_every_missing_piece(tmp_path):
         Workdir(str(tmp_path / "nowhere"))
 
 
-def test_read_kernels_takes_each_layers_kernel_and_checks_masks(tmp_path):
+@pytest.mark.parametrize("rule", [FixedMask(), TopKScores(0.5), SigmoidScores(),
+                                  BernoulliScores()], ids=lambda rule: type(rule).__name__)
+def test_read_kernels_takes_each_layers_kernel_and_checks_masks(tmp_path, rule):
     inputs = keras.Input((3,))
-    hidden = MaskedDense(4, name="hidden")(inputs)
+    hidden = MaskedDense(4, name="hidden", mask_rule=rule)(inputs)
     normalised = keras.layers.BatchNormalization(name="bn")(hidden)
     outputs = keras.layers.Dense(2, name="plain")(normalised)
     model = keras.Model(inputs, outputs)
