@@ -6,8 +6,10 @@ import pytest
 import tensorflow as tf
 
 from tf_lottery.errors import ConfigError
-from tf_lottery.training.losses import (Distiller, LabelSmoothingCrossEntropy, distillation_loss,
-                                        label_smoothing_cross_entropy, make_loss)
+from tf_lottery.training.losses import (Distillation, LabelSmoothingCrossEntropy,
+                                        distillation_loss, label_smoothing_cross_entropy,
+                                        make_loss)
+from tf_lottery.training.sparse_model import SparseModel
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -76,19 +78,26 @@ def _mlp(seed):
     return keras.Model(inputs, keras.layers.Dense(3)(hidden))
 
 
-def test_distiller_trains_student_against_frozen_teacher():
+def test_distillation_hook_trains_student_against_frozen_teacher():
     student, teacher = _mlp(1), _mlp(2)
     teacher_weights = [w.copy() for w in teacher.get_weights()]
     student_weights = [w.copy() for w in student.get_weights()]
-    distiller = Distiller(student, teacher, temperature=2.0, alpha=0.6)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    model = SparseModel(student)
+    model.distillation = Distillation(teacher, temperature=2.0, alpha=0.6)
+    model.compile(optimizer=keras.optimizers.SGD(0.1),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(8, 4)).astype(np.float32), rng.integers(0, 3, size=(8,))
     expected = float(np.mean(distillation_loss(student(x), teacher(x), y, 2.0, 0.6)))
-    assert float(distiller.compute_loss(x, y, distiller(x))) == pytest.approx(expected, rel=1e-6)
-    history = distiller.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert float(model.compute_loss(x, y, model(x))) == pytest.approx(expected, rel=1e-6)
+    history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
     assert history.history["loss"][0] == pytest.approx(expected, rel=1e-5)
     assert history.history["loss"][1] < history.history["loss"][0]
     for before, after in zip(teacher_weights, teacher.get_weights()):
         np.testing.assert_array_equal(before, after)
     assert any(not np.array_equal(b, a) for b, a in zip(student_weights, student.get_weights()))
+    # the teacher is not part of the student: evaluation is the plain cross-entropy
+    assert len(model.weights) == len(student.weights)
+    plain = float(np.mean(keras.losses.sparse_categorical_crossentropy(y, model(x),
+                                                                       from_logits=True)))
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(plain, rel=1e-5)

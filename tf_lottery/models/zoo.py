@@ -118,16 +118,19 @@ CONV_NET_PLANS = {2: [64, 64, "pool"],
 
 def conv_net(input_shape=CIFAR_SHAPE, num_classes=10, depth=6, dense_units=(256, 256),
              mask_rule=None, kernel_initializer="kaiming_normal",
-             score_initializer="kaiming_uniform", plan=None, use_bias=True):
+             score_initializer="kaiming_uniform", plan=None, use_bias=True, batch_norm=False,
+             affine=True):
     """Conv-2/4/6 (Frankle & Carbin 2019, Fig. 2): 3x3 ReLU convolutions in pairs, each pair
     followed by 2x2 max pooling, then fully connected 256, 256 and the classifier.
 
     `plan` (filters and 'pool' entries) replaces the depth's plan for a custom-size conv net;
-    use_bias=False gives edge-popup's bias-free layers."""
+    use_bias=False gives edge-popup's bias-free layers. batch_norm=True makes each convolution
+    a bias-free conv -> BN -> ReLU, each a layer of its own (as in VGG): the form whose ReLUs
+    and 3x3 blocks ToST's ghost modules find."""
     if plan is None and depth not in CONV_NET_PLANS:
         raise ConfigError(f"Conv-{depth} is not defined; depth must be one of "
                           f"{sorted(CONV_NET_PLANS)}")
-    make = _LayerMaker(mask_rule, kernel_initializer, score_initializer)
+    make = _LayerMaker(mask_rule, kernel_initializer, score_initializer, affine)
     inputs = keras.Input(input_shape, name="input")
     x, convs, pools = inputs, 0, 0
     for spec in plan if plan is not None else CONV_NET_PLANS[depth]:
@@ -136,7 +139,10 @@ def conv_net(input_shape=CIFAR_SHAPE, num_classes=10, depth=6, dense_units=(256,
             x = layers.MaxPooling2D(2, name=f"pool{pools}")(x)
         else:
             convs += 1
-            x = make.conv(spec, 3, f"conv{convs}", use_bias=use_bias, activation="relu")(x)
+            if batch_norm:
+                x = make.with_bn(make.conv(spec, 3, f"conv{convs}"), x)
+            else:
+                x = make.conv(spec, 3, f"conv{convs}", use_bias=use_bias, activation="relu")(x)
     x = layers.Flatten(name="flatten")(x)
     for index, units in enumerate(dense_units, 1):
         x = make.dense(units, f"fc{index}", activation="relu", use_bias=use_bias)(x)

@@ -8,7 +8,8 @@ from tf_lottery.search.edge_popup import EdgePopupSearch
 from tf_lottery.search.imp import IMPSearch
 from tf_lottery.search.prune_at_init import PruneAtInitSearch
 from tf_lottery.search.ticket_evaluation import retrain_ticket
+from tf_lottery.search.tost import ToSTTraining
 
 __all__ = ["RoundSearch", "ContinuousSparsificationSearch",
            "IterativeStochasticSparsificationSearch", "EdgePopupSearch", "IMPSearch",
-           "PruneAtInitSearch", "retrain_ticket"]
+           "PruneAtInitSearch", "ToSTTraining", "retrain_ticket"]

@@ -7,6 +7,7 @@ rest the same way for every algorithm:
     build -> save/restore workdir/init -> for each unfinished round:
         begin_round (set masks / scores / weights from the state after the previous round)
         fit_round   (model.fit with epoch checkpoints: a kill resumes mid-round)
+        end_training (e.g. take training-only modules out again)
         measure     (test accuracy, loss, sparsity per layer and global, epochs, steps, time)
         save_round  (masks.npz, weights, metrics.json last)
 
@@ -58,6 +59,10 @@ class RoundSearch:
     def round_callbacks(self, model, index, experiment):
         return []
 
+    def end_training(self, model, index, experiment):
+        """Called right after the round's training, before it is measured and saved (e.g. to
+        take training-only modules out of the network)."""
+
     def ticket_masks(self, model):
         """The round's ticket: {layer: 0/1 mask} (default: each layer's binary mask)."""
         return masks_lib.get_masks(model.network)
@@ -107,6 +112,7 @@ class RoundSearch:
                 model, dataset, optimizer, self.recipe.make_loss(), epochs,
                 rounds.round_dir(workdir, index), callbacks=callbacks,
                 jit_compile=self.recipe.jit_compile, verbose=experiment.verbose)
+            self.end_training(model, index, experiment)
             search_epochs += epochs
             metrics = self.measure(model, dataset, history, epochs)
             metrics.update(search_epochs=search_epochs, wall_time_s=time.time() - start,

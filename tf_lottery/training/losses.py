@@ -73,49 +73,37 @@ def make_loss(name="cross_entropy", label_smoothing=0.1):
 
     'cross_entropy' is keras' SparseCategoricalCrossentropy(from_logits=True);
     'label_smoothing' is LabelSmoothingCrossEntropy(label_smoothing) (ToST uses α = 0.1 in its
-    code). Distillation needs a teacher: see `Distiller` / `distillation_loss`.
+    code). Distillation needs a teacher: see `Distillation` (a SparseModel hook).
     """
     if name == "cross_entropy":
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if name == "label_smoothing":
         return LabelSmoothingCrossEntropy(label_smoothing)
-    raise ConfigError(f"unknown loss {name!r}; choose one of {LOSSES} (distillation: use "
-                      f"tf_lottery.training.losses.Distiller)")
+    raise ConfigError(f"unknown loss {name!r}; choose one of {LOSSES} (distillation: set "
+                      f"SparseModel.distillation = tf_lottery.training.losses.Distillation(...))")
 
 
-class Distiller(keras.Model):
-    """Trains `student` on `distillation_loss` against a frozen `teacher` (both output logits).
+class Distillation:
+    """The distillation term for `SparseModel.distillation`: (x, y, y_pred) -> the batch mean of
+    `distillation_loss(y_pred, teacher(x), y)`, the teacher run in inference mode.
 
-    `fit(x, y)` with integer labels y; the teacher runs in inference mode on the same x and is
-    made non-trainable. Predicting/evaluating returns the student's logits; save the student.
+        model = SparseModel(student_network)
+        model.distillation = Distillation(teacher, temperature=4.0, alpha=0.9)
+        model.compile(optimizer="sgd", loss=..., metrics=["accuracy"])  # loss: evaluation only
+        model.fit(train_dataset, epochs=...)
 
-        distiller = Distiller(student, teacher, temperature=4.0, alpha=0.9)
-        distiller.compile(optimizer="sgd", metrics=["sparse_categorical_accuracy"])
-        distiller.fit(train_dataset, epochs=...)
+    The teacher's variables are read, never trained (the loss stops its gradient) and are not
+    part of the student's weights or checkpoints.
     """
 
-    def __init__(self, student, teacher, temperature=4.0, alpha=0.9, **kw):
-        super().__init__(**kw)
+    def __init__(self, teacher, temperature=4.0, alpha=0.9):
         if not temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {temperature!r}")
-        self.student = student
         self.teacher = teacher
-        self.teacher.trainable = False
         self.temperature = float(temperature)
         self.alpha = check_fraction("alpha", alpha, allow_one=True)
 
-    def call(self, inputs, training=False):
-        return self.student(inputs, training=training)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+    def __call__(self, x, y, y_pred):
         teacher_logits = self.teacher(x, training=False)
-        per_example = distillation_loss(y_pred, teacher_logits, y, self.temperature, self.alpha)
-        if sample_weight is not None:
-            weights = ops.reshape(ops.cast(sample_weight, per_example.dtype),
-                                  ops.shape(per_example))
-            loss = ops.sum(per_example * weights) / ops.maximum(ops.sum(weights), 1e-12)
-        else:
-            loss = ops.mean(per_example)
-        if self.losses:
-            loss = loss + ops.sum(ops.stack(self.losses))
-        return loss
+        return ops.mean(distillation_loss(y_pred, teacher_logits, y, self.temperature,
+                                          self.alpha))

@@ -45,10 +45,18 @@ class SparseModel(keras.Model):
         self.step_hooks.append(hook)
         self._reset_compiled_functions()
 
+    def replace_network(self, network):
+        """Run `network` from now on: e.g. the same layers in a graph with ToST's ghost modules
+        put in (training) or taken out again. Variables shared by both stay as they are."""
+        self._tracker.replace_tracked_value("layers", self.network, network)
+        self.network = network
+        self._reset_compiled_functions()
+
     def _reset_compiled_functions(self):
-        # a traced train step captured the old lists: make fit() trace a new one
+        # a traced step captured the old lists or network: make Keras trace a new one
         self.train_function = None
         self.test_function = None
+        self.predict_function = None
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if self.distillation is not None and training:

@@ -1,0 +1,174 @@
+"""ToST's Table 2 on real Fashion-MNIST: random, SNIP and IMP (lottery-ticket) masks of a small conv
+net at 90/95/98% sparsity, each trained with and without ToST, test accuracy mean ± std over
+seeds, printed as a markdown table shaped like the paper's.
+
+    python bench/tost_table.py            # all 60,000 examples, 8 epochs, 3 seeds (hours on 2 CPU cores)
+    python bench/tost_table.py --quick    # a smoke run: 2,048 examples, 2 epochs (minutes)
+
+A benchmark, not a test. "ToST" is the toolkit's default combination (Jaiswal et al. 2022, §3):
+ghost skips + ghost Swish neurons (gone at the first learning-rate decay), LRsI and label
+smoothing 0.1; "without" is the same recipe with every tweak off. The recipe is the paper's (SGD
+0.1, momentum 0.9, weight decay 2e-4, batch 128, learning rate x0.1 at 1/2 and 3/4 of training)
+over fewer epochs. Every mask of a seed starts from the same initialisation θ0 of that seed:
+random (layer-wise uniform) and SNIP (global, one batch) are computed at θ0 by ToSTTraining; the
+IMP masks come from a simple loop here (tf_lottery.search.imp is not on main): train from θ0,
+prune the smallest-magnitude weights globally (pruning.magnitude_masks) to the next sparsity of
+the schedule, rewind to θ0, repeat; the masks at 90/95/98% are saved as ticket files (weights θ0)
+and trained with mask_source='ticket'. Runs live under --workdir: a rerun skips what is done.
+"""
+import argparse
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import gin  # noqa: E402
+import keras  # noqa: E402
+
+from tf_lottery import masks as masks_lib  # noqa: E402
+from tf_lottery.data import load_dataset  # noqa: E402
+from tf_lottery.experiment import Experiment  # noqa: E402
+from tf_lottery.export import save_ticket  # noqa: E402
+from tf_lottery.layers.initializers import weight_initializer  # noqa: E402
+from tf_lottery.layers.mask_rules import FixedMask  # noqa: E402
+from tf_lottery.models import build_model  # noqa: E402
+from tf_lottery.pruning import magnitude_masks  # noqa: E402
+from tf_lottery.search.tost import ToSTTraining  # noqa: E402
+from tf_lottery.training.recipe import TrainingRecipe  # noqa: E402
+from tf_lottery.training.sparse_model import SparseModel  # noqa: E402
+
+SPARSITIES = (0.9, 0.95, 0.98)
+MASKS = (("random", "Random Pruning"), ("snip", "SNIP"), ("imp", "LTH (IMP)"))
+WEIGHT_INIT = "kaiming_normal"  # ToSTTraining's default: the same θ0 in the IMP loop
+model_fn = functools.partial(build_model, "conv4", plan=[16, 16, "pool", 32, 32, "pool"],
+                             dense_units=[], batch_norm=True)
+
+
+def recipe(epochs, label_smoothing=0.0):
+    drops = sorted({max(1, epochs // 2), max(1, (3 * epochs) // 4)})
+    return TrainingRecipe(optimizer="sgd", learning_rate=0.1, momentum=0.9, weight_decay=2e-4,
+                          epochs=epochs, lr_schedule="step", lr_drop_epochs=drops,
+                          label_smoothing=label_smoothing)
+
+
+def imp_schedule(quick):
+    """Sparsities IMP passes through: each round prunes from the last one to the next."""
+    return list(SPARSITIES) if quick else [0.5, 0.75, *SPARSITIES]
+
+
+def imp_tickets(seed, dataset, epochs, schedule, directory):
+    """IMP with rewinding to θ0: {sparsity: ticket file}, and the dense network's accuracy."""
+    paths = {s: os.path.join(directory, f"imp_{round(s * 100)}.npz") for s in SPARSITIES}
+    summary = os.path.join(directory, "imp.json")
+    if os.path.exists(summary):
+        with open(summary) as f:
+            return paths, json.load(f)["dense_test_accuracy"]
+    os.makedirs(directory, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    info = dataset.info
+    network = model_fn(input_shape=info.input_shape, num_classes=info.num_classes,
+                       mask_rule=FixedMask(),
+                       kernel_initializer=weight_initializer(WEIGHT_INIT, seed=seed))
+    model = SparseModel(network)
+    model(next(iter(dataset.test))[0][:1])
+    theta0 = os.path.join(directory, "theta0.weights.h5")
+    network.save_weights(theta0)
+    plain = recipe(epochs)
+    sparsity, dense_accuracy = 0.0, None
+    for target in schedule:
+        model.compile(optimizer=plain.make_optimizer(dataset.steps_per_epoch),
+                      loss=plain.make_loss(), metrics=["accuracy"])
+        model.fit(dataset.train_batches(0), epochs=epochs,
+                  steps_per_epoch=dataset.steps_per_epoch, verbose=0)
+        if dense_accuracy is None:
+            dense_accuracy = model.evaluate(dataset.test, verbose=0, return_dict=True)["accuracy"]
+        masks = magnitude_masks(network, 1 - (1 - target) / (1 - sparsity), scope="global")
+        network.load_weights(theta0)  # rewind (all masks ones again), then the new mask
+        masks_lib.set_masks(network, masks)
+        sparsity = target
+        if target in paths:
+            save_ticket(network, paths[target], metadata={"algorithm": "imp", "seed": seed})
+    with open(summary, "w") as f:
+        json.dump({"dense_test_accuracy": dense_accuracy}, f)
+    return paths, dense_accuracy
+
+
+def train_masks(source, tost, seed, dataset, epochs, tickets, directory):
+    """Test accuracy at each of SPARSITIES: one ToSTTraining round per mask."""
+    tweaks = dict(ghost_skips=tost, ghost_activation="swish" if tost else None, lrsi=tost)
+    if source == "imp":
+        masks = dict(mask_source="ticket", ticket_path=[tickets[s] for s in SPARSITIES])
+    else:
+        masks = dict(mask_source="criterion", criterion=source, prune_fraction=list(SPARSITIES))
+    search = ToSTTraining(recipe=recipe(epochs, label_smoothing=0.1 if tost else 0.0),
+                          weight_init=WEIGHT_INIT, **masks, **tweaks)
+    experiment = Experiment(workdir=directory, search=search, model_fn=model_fn, seed=seed,
+                            dataset=dataset, verbose=0, tensorboard=False)
+    return [r["test_accuracy"] for r in experiment.run()]
+
+
+def cell(values):
+    values = 100 * np.asarray(values, dtype=float)
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.2f}±{std:.2f}"
+
+
+def table(dense, results, seeds):
+    lines = ["| Sparse mask | " + " | ".join(f"{round(s * 100)}%" for s in SPARSITIES) + " |",
+             "|---|" + "---|" * len(SPARSITIES),
+             f"| Conv net [No Pruning] | {cell(dense)} |" + " - |" * (len(SPARSITIES) - 1)]
+    for source, label in MASKS:
+        for tost in (False, True):
+            runs = np.array([results[(source, tost, seed)] for seed in seeds])  # seeds x sparsity
+            name = f"{label} + ToST" if tost else label
+            lines.append(f"| {name} | " + " | ".join(cell(runs[:, i])
+                                                     for i in range(len(SPARSITIES))) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="2,048 training examples, 2 epochs, 20 LRsI iterations")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=None, help="default 8 (quick: 2)")
+    parser.add_argument("--workdir", default=None, help="default: a new temporary directory")
+    args = parser.parse_args(argv)
+    epochs = args.epochs or (2 if args.quick else 8)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="tost_table_")
+    if args.quick:
+        gin.bind_parameter("layerwise_rescaled_init.iterations", 20)
+        dataset = load_dataset(batch_size=128, train_examples=2048, test_examples=1000)
+    else:
+        dataset = load_dataset(batch_size=128)
+    seeds = list(range(args.seeds))
+    print(f"Fashion-MNIST: {dataset.info.num_train_examples} training / "
+          f"{dataset.info.num_test_examples} test examples, {epochs} epochs, seeds {seeds}, "
+          f"workdir {workdir}", flush=True)
+    start, dense, results = time.time(), [], {}
+    for seed in seeds:
+        seed_dir = os.path.join(workdir, f"seed{seed}")
+        tickets, accuracy = imp_tickets(seed, dataset, epochs, imp_schedule(args.quick),
+                                        os.path.join(seed_dir, "imp"))
+        dense.append(accuracy)
+        for source, _ in MASKS:
+            for tost in (False, True):
+                name = f"{source}_{'tost' if tost else 'plain'}"
+                results[(source, tost, seed)] = train_masks(
+                    source, tost, seed, dataset, epochs, tickets, os.path.join(seed_dir, name))
+                print(f"seed {seed} {name}: "
+                      + ", ".join(f"{a:.4f}" for a in results[(source, tost, seed)])
+                      + f" ({time.time() - start:.0f} s)", flush=True)
+    print()
+    print(table(dense, results, seeds))
+    print(f"\nTest accuracy (%), mean ± std over {len(seeds)} seeds; {time.time() - start:.0f} s.")
+
+
+if __name__ == "__main__":
+    main()
