@@ -80,8 +80,10 @@ def fit_round(model, dataset, optimizer, loss, epochs, directory, callbacks=(), 
     Raises TrainingError when the loss becomes NaN/inf; the last good checkpoint is kept.
     """
     os.makedirs(directory, exist_ok=True)
-    model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics), jit_compile=jit_compile)
-    optimizer.build(model.trainable_variables)
+    with model.distribute_strategy.scope():  # metric and optimizer variables mirrored too
+        model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics),
+                      jit_compile=jit_compile)
+        optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(directory, "checkpoints"),
                                          max_to_keep=2)

@@ -118,4 +118,5 @@ class Distiller(keras.Model):
             loss = ops.mean(per_example)
         if self.losses:
             loss = loss + ops.sum(ops.stack(self.losses))
-        return loss
+        # scaled by 1/replicas under tf.distribute, as Keras scales its own losses
+        return self._aggregate_additional_loss(loss)
