@@ -7,10 +7,11 @@ The workdir defaults to runs/<name of the last gin file>. The requested config i
 workdir/config.gin; a rerun with the same config continues where the last run stopped, a
 different config is refused unless --resume (continue anyway) or --overwrite (start afresh).
 """
+import errno
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 flags.DEFINE_multi_string("gin_file", [], "gin config file(s); later files override earlier ones")
 flags.DEFINE_multi_string("gin_bindings", [], "extra gin bindings, e.g. 'TrainingRecipe.epochs=2'")
@@ -19,6 +20,8 @@ flags.DEFINE_bool("resume", False, "continue in a workdir even if its config dif
 flags.DEFINE_bool("overwrite", False, "delete the workdir and start afresh")
 flags.DEFINE_bool("export", True, "export the final ticket (SavedModel + ticket file)")
 FLAGS = flags.FLAGS
+_CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                 errno.ENOTDIR)
 
 
 def default_workdir(gin_files):
@@ -29,6 +32,8 @@ def default_workdir(gin_files):
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if not FLAGS["verbosity"].present:  # absl's default, INFO, shows every library's chatter
+        logging.set_verbosity(logging.WARNING)
     from tf_lottery.config import parse_config
     from tf_lottery.errors import TfLotteryError
 
@@ -40,6 +45,12 @@ def main(argv):
               overwrite=FLAGS.overwrite, export=FLAGS.export)
     except TfLotteryError as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a workdir that became unwritable or full during the run
+        if e.errno not in _CANNOT_WRITE:
+            raise
+        print(f"error: cannot write {e.filename}: {e.strerror}; completed rounds are intact, "
+              f"rerun the same command to continue", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue from the last checkpoint",
