@@ -12,7 +12,7 @@ train: setup
 
 # The suite (without the runs marked slow) on both cores.
 test: setup
-	$(PY) -m pytest -n 2 -q -m "not slow" tests
+	$(PY) -m pytest -n 2 -q -m "not slow" --durations=15 tests
 
 test-all: setup
 	$(PY) -m pytest -n 2 -q tests

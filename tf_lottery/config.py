@@ -2,6 +2,7 @@
 one), and the canonical text of a requested config (what bin/train compares across reruns)."""
 import difflib
 import inspect
+import logging as std_logging
 import os
 import re
 
@@ -76,12 +77,14 @@ def parse_config(files=(), bindings=()):
         gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
     verbosity = logging.get_verbosity()
     logging.set_verbosity(logging.FATAL)  # gin logs every include path it tries first
+    std_logging.disable(std_logging.ERROR)
     try:
         gin.parse_config_files_and_bindings(list(files), list(bindings))
     except Exception as e:  # gin raises ValueError, KeyError, SyntaxError, ...
         raise ConfigError(explain_gin_error(e)) from None
     finally:
         logging.set_verbosity(verbosity)
+        std_logging.disable(std_logging.NOTSET)
 
 
 def requested_config():

@@ -36,10 +36,17 @@ class Experiment:
       verbose: Keras progress output (1 = progress bar, 2 = one line per epoch, 0 = silent;
         'auto' = a bar on a terminal, one line per epoch otherwise).
       tensorboard: write TensorBoard logs under workdir/tensorboard.
+      analysis_callbacks: measurements during every round's training: factories called as
+        `factory(data)` with the first `analysis_batches` (x, y) test batches, each returning an
+        AnalysisCallback (gin: `Experiment.analysis_callbacks = [@ActivationSparsityCallback]`);
+        their records land in the round's metrics.json under 'analysis' (a round resumed from
+        a mid-round checkpoint keeps only the records after the restart; history.json keeps all).
+      analysis_batches: how many test batches that data holds.
     """
 
     def __init__(self, workdir, search=gin.REQUIRED, model_fn=gin.REQUIRED, seed=0,
-                 strategy="default", verbose="auto", tensorboard=True, dataset=None):
+                 strategy="default", verbose="auto", tensorboard=True, dataset=None,
+                 analysis_callbacks=(), analysis_batches=1):
         self.search = search
         self.model_fn = model_fn
         self.seed = int(seed)
@@ -50,6 +57,8 @@ class Experiment:
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
         self.tensorboard = tensorboard
         self._dataset = dataset
+        self._analysis_factories = list(analysis_callbacks)
+        self.analysis_batches = int(analysis_batches)
 
     @property
     def dataset(self):
@@ -83,6 +92,13 @@ class Experiment:
             summaries.write_round_summary(
                 os.path.join(self.workdir, "tensorboard", summaries.ROUNDS_DIR), network,
                 ticket, results)
+
+    def analysis_callbacks(self, round_index):
+        """Fresh analysis callbacks for round `round_index` (their records are the round's)."""
+        if not self._analysis_factories:
+            return []
+        data = [(x, y) for x, y, *_ in self.dataset.test.take(self.analysis_batches)]
+        return [factory(data) for factory in self._analysis_factories]
 
     def export(self):
         """Export the final ticket to workdir/ticket/ (SavedModel + ticket.npz); returns paths."""

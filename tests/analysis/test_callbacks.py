@@ -5,6 +5,7 @@ import pytest
 from tf_lottery.analysis import (ActivationSparsityCallback, DyingRatioCallback,
                                  GradientFlowCallback, HessianEigenvalueCallback, dying_ratio,
                                  gradient_flow)
+from tf_lottery.analysis.callbacks import epoch_records
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers import MaskedDense, TopKScores
 
@@ -62,3 +63,14 @@ def test_records_and_logs_on_every_second_epoch():
 def test_every_n_epochs_must_be_positive():
     with pytest.raises(ConfigError):
         DyingRatioCallback(every_n_epochs=0)
+
+
+def test_epoch_records_merge_the_analysis_callbacks_by_epoch():
+    first, second = DyingRatioCallback(), DyingRatioCallback(every_n_epochs=2)
+    first.records = [{"epoch": 0, "a": 1.0}, {"epoch": 1, "a": 2.0}]
+    second.records = [{"epoch": 1, "b": 3.0}]
+    plain = keras.callbacks.Callback()
+    plain.records = [{"epoch": 0, "ignored": 1.0}]  # not an AnalysisCallback
+    assert epoch_records([second, plain, first]) == [{"epoch": 0, "a": 1.0},
+                                                     {"epoch": 1, "a": 2.0, "b": 3.0}]
+    assert epoch_records([plain]) == []

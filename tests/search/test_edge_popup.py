@@ -29,11 +29,21 @@ def test_table3_keep_fractions():
     assert [hard.keep_fraction(i) for i in (1, 2, 3)] == pytest.approx([0.8, 0.8, 0.8])
 
 
+def test_remaining_schedule_sets_cycles_and_keep_fractions():
+    soft = EdgePopupSearch(variant="soft_lr", remaining_schedule=[0.5, 0.3, 0.1, 0.05])
+    hard = EdgePopupSearch(variant="hard_lr", remaining_schedule=[0.5, 0.3, 0.1, 0.05])
+    assert soft.num_rounds == hard.num_rounds == 4
+    assert [soft.keep_fraction(i) for i in (1, 2, 3, 4)] == pytest.approx([0.5, 0.3, 0.1, 0.05])
+    assert [hard.keep_fraction(i) for i in (1, 2, 3, 4)] == pytest.approx([0.5, 0.6, 1 / 3, 0.5])
+
+
 def test_bad_settings():
     with pytest.raises(ConfigError, match="variant"):
         EdgePopupSearch(variant="soft")
     with pytest.raises(ConfigError, match="exactly one"):
         EdgePopupSearch(shrinkage=0.2, target_remaining=0.3)
+    with pytest.raises(ConfigError, match="non-increasing"):
+        EdgePopupSearch(remaining_schedule=[0.5, 0.6])
     with pytest.raises(ConfigError, match="shrinkage"):
         EdgePopupSearch(shrinkage=1.0)
     with pytest.raises(ConfigError, match="target_remaining"):

@@ -41,6 +41,17 @@ class AnalysisCallback(keras.callbacks.Callback):
         self.records.append({"epoch": epoch, **values})
 
 
+def epoch_records(callbacks):
+    """The `records` of the AnalysisCallbacks among `callbacks` merged by epoch:
+    [{"epoch": e, name: value, ...}] in epoch order (a round's metrics['analysis'])."""
+    merged = {}
+    for callback in callbacks:
+        if isinstance(callback, AnalysisCallback):
+            for record in callback.records:
+                merged.setdefault(record["epoch"], {}).update(record)
+    return [merged[epoch] for epoch in sorted(merged)]
+
+
 @gin.configurable
 class HessianEigenvalueCallback(AnalysisCallback):
     """Top Hessian eigenvalue over the unpruned weights, averaged over the (x, y) batches of

@@ -23,14 +23,17 @@ _PACKAGE = "tf_lottery"
 
 
 class MaskedLayerMixin:
-    """Mask, scores and rule handling shared by the masked layers."""
+    """Mask, scores and rule handling shared by the masked layers; put it first in the bases,
+    before the Keras layer it extends."""
 
-    def _init_masking(self, mask_rule, score_initializer):
+    def __init__(self, *args, mask_rule=None, score_initializer="kaiming_uniform", **kwargs):
+        super().__init__(*args, **kwargs)
         self.mask_rule = get_rule(mask_rule)
         self.score_initializer = get_score_initializer(score_initializer)
         self._mask_training = None
 
-    def _build_masking(self):
+    def build(self, input_shape):
+        super().build(input_shape)
         shape = tuple(self.raw_kernel.shape)
         self.mask = self.add_weight(name="mask", shape=shape, initializer="ones",
                                     trainable=False, aggregation="only_first_replica")
@@ -45,6 +48,18 @@ class MaskedLayerMixin:
         """The kernel variable itself (pruned entries may hold any value)."""
         return self._kernel
 
+    # The parent layers read `self.kernel` in call(): serve the effective kernel under that name.
+    # (DepthwiseConv2D also *assigns* `self.kernel` in build: the setter keeps the variable in
+    # `_kernel`, where Dense and Conv keep theirs.)
+    @property
+    def kernel(self):
+        kernel = self._kernel
+        return kernel * tf.cast(self.effective_mask(self._mask_training), kernel.dtype)
+
+    @kernel.setter
+    def kernel(self, variable):
+        self._kernel = variable
+
     def effective_mask(self, training=None):
         """The mask the forward pass multiplies into the kernel (soft for some rules)."""
         return self.mask_rule.mask(self, training=training)
@@ -53,21 +68,25 @@ class MaskedLayerMixin:
         """The 0/1 ticket mask of this layer under its rule."""
         return self.mask_rule.binary_mask(self)
 
-    def _effective_kernel(self):
-        kernel = self._kernel
-        mask = self.effective_mask(self._mask_training)
-        return kernel * tf.cast(mask, kernel.dtype)
-
-    def _masked_call(self, call, inputs, training):
-        self._mask_training = training
+    def call(self, inputs, training=None):
+        self._mask_training = training  # read by `kernel` while the parent's call runs
         try:
-            return call(inputs)
+            return super().call(inputs)
         finally:
             self._mask_training = None
 
-    def _masking_config(self):
-        return {"mask_rule": keras.saving.serialize_keras_object(self.mask_rule),
+    def get_config(self):
+        return {**super().get_config(),
+                "mask_rule": keras.saving.serialize_keras_object(self.mask_rule),
                 "score_initializer": keras.saving.serialize_keras_object(self.score_initializer)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        scores = config.get("score_initializer", "kaiming_uniform")
+        if isinstance(scores, dict):
+            config["score_initializer"] = keras.saving.deserialize_keras_object(scores)
+        return super().from_config(config)
 
     # Save every variable (kernel, bias, mask, scores, rule state), not only kernel and bias as
     # the parent layers do.
@@ -78,106 +97,19 @@ class MaskedLayerMixin:
         keras.layers.Layer.load_own_variables(self, store)
 
 
-def _pop_masking(config):
-    rule = config.pop("mask_rule", None)
-    scores = config.pop("score_initializer", "kaiming_uniform")
-    if isinstance(scores, dict):
-        scores = keras.saving.deserialize_keras_object(scores)
-    return rule, scores
-
-
 @keras.saving.register_keras_serializable(_PACKAGE)
 class MaskedDense(MaskedLayerMixin, keras.layers.Dense):
     """keras.layers.Dense whose kernel is multiplied by a mask rule's mask."""
-
-    def __init__(self, units, *args, mask_rule=None, score_initializer="kaiming_uniform", **kw):
-        super().__init__(units, *args, **kw)
-        self._init_masking(mask_rule, score_initializer)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_masking()
-
-    @property
-    def kernel(self):
-        return self._effective_kernel()
-
-    def call(self, inputs, training=None):
-        return self._masked_call(super().call, inputs, training)
-
-    def get_config(self):
-        return {**super().get_config(), **self._masking_config()}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        rule, scores = _pop_masking(config)
-        return super().from_config({**config, "mask_rule": rule, "score_initializer": scores})
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class MaskedConv2D(MaskedLayerMixin, keras.layers.Conv2D):
     """keras.layers.Conv2D whose kernel is multiplied by a mask rule's mask."""
 
-    def __init__(self, filters, kernel_size, *args, mask_rule=None,
-                 score_initializer="kaiming_uniform", **kw):
-        super().__init__(filters, kernel_size, *args, **kw)
-        self._init_masking(mask_rule, score_initializer)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_masking()
-
-    @property
-    def kernel(self):
-        return self._effective_kernel()
-
-    def call(self, inputs, training=None):
-        return self._masked_call(super().call, inputs, training)
-
-    def get_config(self):
-        return {**super().get_config(), **self._masking_config()}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        rule, scores = _pop_masking(config)
-        return super().from_config({**config, "mask_rule": rule, "score_initializer": scores})
-
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class MaskedDepthwiseConv2D(MaskedLayerMixin, keras.layers.DepthwiseConv2D):
     """keras.layers.DepthwiseConv2D whose kernel is multiplied by a mask rule's mask."""
-
-    def __init__(self, *args, mask_rule=None, score_initializer="kaiming_uniform", **kw):
-        super().__init__(*args, **kw)
-        self._init_masking(mask_rule, score_initializer)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_masking()
-
-    # DepthwiseConv2D stores its kernel as the attribute `kernel`; keep the variable in
-    # `_kernel` and serve the effective kernel under the public name, as Dense/Conv do.
-    @property
-    def kernel(self):
-        return self._effective_kernel()
-
-    @kernel.setter
-    def kernel(self, variable):
-        self._kernel = variable
-
-    def call(self, inputs, training=None):
-        return self._masked_call(super().call, inputs, training)
-
-    def get_config(self):
-        return {**super().get_config(), **self._masking_config()}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        rule, scores = _pop_masking(config)
-        return super().from_config({**config, "mask_rule": rule, "score_initializer": scores})
 
 
 MASKED_TWINS = {keras.layers.Dense: MaskedDense, keras.layers.Conv2D: MaskedConv2D,

@@ -1,5 +1,14 @@
-"""Ticket searches as procedures over rounds (see rounds.py for the structure on disk)."""
-from tf_lottery.search.base import RoundSearch
-from tf_lottery.search.edge_popup import EdgePopupSearch
+"""Ticket searches as procedures over rounds (see rounds.py for the structure on disk).
 
-__all__ = ["RoundSearch", "EdgePopupSearch"]
+Importing the package registers every search with gin."""
+from tf_lottery.search.base import RoundSearch
+from tf_lottery.search.continuous_sparsification import (
+    ContinuousSparsificationSearch, IterativeStochasticSparsificationSearch)
+from tf_lottery.search.edge_popup import EdgePopupSearch
+from tf_lottery.search.imp import IMPSearch
+from tf_lottery.search.prune_at_init import PruneAtInitSearch
+from tf_lottery.search.ticket_evaluation import retrain_ticket
+
+__all__ = ["RoundSearch", "ContinuousSparsificationSearch",
+           "IterativeStochasticSparsificationSearch", "EdgePopupSearch", "IMPSearch",
+           "PruneAtInitSearch", "retrain_ticket"]

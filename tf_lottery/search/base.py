@@ -17,6 +17,7 @@ import os
 import time
 
 from tf_lottery import masks as masks_lib
+from tf_lottery.analysis.callbacks import epoch_records
 from tf_lottery.search import rounds
 from tf_lottery.training.fitting import fit_round
 from tf_lottery.training.recipe import TrainingRecipe
@@ -100,17 +101,22 @@ class RoundSearch:
             with experiment.strategy.scope():
                 optimizer = self.make_optimizer(index, experiment)
             epochs = self.round_epochs(index)
+            # callbacks that add to the epoch logs (schedules, analyses) before TensorBoard
+            callbacks = [*self.round_callbacks(model, index, experiment),
+                         *experiment.analysis_callbacks(index),
+                         *experiment.tensorboard_callbacks(index)]
             history = fit_round(
                 model, dataset, optimizer, self.recipe.make_loss(), epochs,
-                rounds.round_dir(workdir, index),
-                # callbacks that add to the epoch logs (schedules, analyses) before TensorBoard
-                callbacks=[*self.round_callbacks(model, index, experiment),
-                           *experiment.tensorboard_callbacks(index)],
+                rounds.round_dir(workdir, index), callbacks=callbacks,
                 jit_compile=self.recipe.jit_compile, verbose=experiment.verbose)
             search_epochs += epochs
             metrics = self.measure(model, dataset, history, epochs)
             metrics.update(search_epochs=search_epochs, wall_time_s=time.time() - start,
-                           final_learning_rate=_current_learning_rate(optimizer))
+                           final_learning_rate=_current_learning_rate(optimizer),
+                           num_rounds=self.num_rounds)
+            records = epoch_records(callbacks)
+            if records:  # what analysis callbacks measured during the round, by epoch
+                metrics["analysis"] = records
             metrics.update(self.round_metrics(model, index, experiment))
             ticket = self.ticket_masks(model)
             rounds.save_round(workdir, index, model.network, ticket, metrics)

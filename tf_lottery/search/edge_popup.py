@@ -68,6 +68,9 @@ class EdgePopupSearch(RoundSearch):
       cycles: number of pruning cycles (rounds).
       shrinkage: p, the fraction pruned per cycle; or give `target_remaining` instead.
       target_remaining: fraction of edges kept after the last cycle; sets p.
+      remaining_schedule: instead of p, the fraction of all edges kept after each cycle (e.g.
+        [0.5, 0.3, 0.1, 0.05]); sets `cycles`. Soft iEP/EP keep r_i of all edges in cycle i,
+        hard iEP keeps r_i / r_{i-1} of its search space (the same as Table 3 for r_i=(1-p)^i).
       recipe: a TrainingRecipe for each cycle (epochs per cycle, SGD, cosine, ...).
       weight_init: 'signed_kaiming_constant' (EP default), 'kaiming_normal', 'kaiming_uniform'.
       scaled_init: divide the weight std by sqrt(final remaining fraction) (edge-popup's
@@ -82,25 +85,39 @@ class EdgePopupSearch(RoundSearch):
     strong_ticket = True
 
     def __init__(self, variant="soft_lr", cycles=3, shrinkage=None, target_remaining=None,
-                 recipe=None, weight_init="signed_kaiming_constant", scaled_init=False,
+                 remaining_schedule=None, recipe=None, weight_init="signed_kaiming_constant", scaled_init=False,
                  score_init="kaiming_uniform", affine_batchnorm=False, exclude=(),
                  model_kwargs=None):
         if variant not in VARIANTS:
             raise ConfigError(f"unknown edge-popup variant {variant!r}; choose one of "
                               f"{sorted(VARIANTS)}")
-        if int(cycles) < 1:
+        if sum(x is not None for x in (shrinkage, target_remaining, remaining_schedule)) != 1:
+            raise ConfigError("give exactly one of EdgePopupSearch.shrinkage, "
+                              "EdgePopupSearch.target_remaining and "
+                              "EdgePopupSearch.remaining_schedule")
+        if remaining_schedule is not None:
+            remaining = [check_fraction("EdgePopupSearch.remaining_schedule entry", r,
+                                        allow_one=True) for r in remaining_schedule]
+            if not remaining or min(remaining) == 0 or any(
+                    b > a for a, b in zip([1.0] + remaining, remaining)):
+                raise ConfigError("EdgePopupSearch.remaining_schedule must be a non-empty, "
+                                  f"non-increasing list of fractions in (0, 1], got "
+                                  f"{list(remaining_schedule)!r}")
+            cycles, shrinkage = len(remaining), None
+        elif int(cycles) < 1:
             raise ConfigError(f"EdgePopupSearch.cycles must be >= 1, got {cycles!r}")
-        if (shrinkage is None) == (target_remaining is None):
-            raise ConfigError("give exactly one of EdgePopupSearch.shrinkage and "
-                              "EdgePopupSearch.target_remaining")
         if target_remaining is not None:
             target = check_fraction("EdgePopupSearch.target_remaining", target_remaining,
                                     allow_one=True)
             if target == 0:
                 raise ConfigError("EdgePopupSearch.target_remaining must be > 0")
             shrinkage = shrinkage_for_target(target, int(cycles))
+        if shrinkage is not None:
+            shrinkage = check_fraction("EdgePopupSearch.shrinkage", shrinkage)
+            remaining = [remaining_after(i, shrinkage) for i in range(1, int(cycles) + 1)]
         super().__init__(num_rounds=cycles, recipe=recipe)
-        self.shrinkage = check_fraction("EdgePopupSearch.shrinkage", shrinkage)
+        self.shrinkage = shrinkage  # None when a remaining_schedule is given
+        self.remaining = remaining
         self.variant = variant
         self.weight_init = weight_init
         self.scaled_init = bool(scaled_init)
@@ -112,13 +129,13 @@ class EdgePopupSearch(RoundSearch):
 
     def keep_fraction(self, cycle):
         """The TopKScores keep fraction in cycle i (1-based): of the search space m*_{i-1}
-        (hard) or of all edges (soft, EP)."""
+        (hard: r_i / r_{i-1} = 1-p) or of all edges (soft, EP: r_i = (1-p)^i)."""
         if self.hard:
-            return 1.0 - self.shrinkage
-        return remaining_after(cycle, self.shrinkage)
+            return self.remaining[cycle - 1] / ([1.0] + self.remaining)[cycle - 1]
+        return self.remaining[cycle - 1]
 
     def build(self, experiment):
-        final_density = remaining_after(self.num_rounds, self.shrinkage)
+        final_density = self.remaining[-1]
         kernel_init = weight_initializer(self.weight_init, scaled=self.scaled_init,
                                          density=final_density, seed=experiment.seed)
         network = experiment.build_network(

@@ -6,6 +6,8 @@ from tf_lottery.training.losses import (Distiller, LabelSmoothingCrossEntropy, d
                                         label_smoothing_cross_entropy, make_loss)
 from tf_lottery.training.lrsi import layerwise_rescaled_init, one_step_losses, rescalable_layers
 from tf_lottery.training.recipe import TrainingRecipe
+from tf_lottery.training.repulsion import (REPULSION, RepulsionLoss, repulsion_loss,
+                                           squared_cosines)
 from tf_lottery.training.schedules import (ConstantSchedule, CosineDecay, GhostAlphaSchedule,
                                            GhostBetaSchedule, Schedule, StepDecay,
                                            WarmupCosineDecay)
@@ -16,4 +18,5 @@ __all__ = ["LEARNING_RATE", "ScheduleCallback", "bind_ghost_schedules", "insert_
            "distillation_loss", "label_smoothing_cross_entropy", "make_loss",
            "layerwise_rescaled_init", "one_step_losses", "rescalable_layers", "ConstantSchedule",
            "CosineDecay", "GhostAlphaSchedule", "GhostBetaSchedule", "Schedule", "StepDecay",
-           "WarmupCosineDecay", "SparseModel", "TrainingRecipe"]
+           "WarmupCosineDecay", "SparseModel", "TrainingRecipe", "REPULSION", "RepulsionLoss",
+           "repulsion_loss", "squared_cosines"]

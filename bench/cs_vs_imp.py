@@ -1,0 +1,234 @@
+"""Benchmark: Continuous Sparsification vs Iterative Magnitude Pruning on real Fashion-MNIST.
+
+For each seed, each method searches LeNet-300-100 round by round until its ticket is at least as
+sparse as every target (80% and 95% by default); for each target, the first round that reaches
+it gives the search cost (epochs of search training so far) and its ticket, which is retrained
+from the initialisation with the same recipe (ticket_evaluation.retrain_ticket: the same footing
+for both methods). The dense network retrained the same way is the reference. Prints a markdown
+table of mean ± std over the seeds.
+
+    python bench/cs_vs_imp.py            # 3 seeds, full data (tens of minutes on a CPU)
+    python bench/cs_vs_imp.py --quick    # tiny data and rounds: a smoke run of a minute or two
+
+IMP comes from tf_lottery.search.imp (IMPSearch(prune_fraction=..., num_rounds=..., rewind_to=...));
+without it only CS (and the dense reference) run, and the table says so.
+"""
+import argparse
+import functools
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tf_lottery.data import load_dataset  # noqa: E402
+from tf_lottery.data.datasets import DEBIAN_FASHION_MNIST_DIR  # noqa: E402
+from tf_lottery.experiment import Experiment  # noqa: E402
+from tf_lottery.layers.mask_rules import FixedMask  # noqa: E402
+from tf_lottery.masks import get_masks  # noqa: E402
+from tf_lottery.models import build_model  # noqa: E402
+from tf_lottery.search import rounds  # noqa: E402
+from tf_lottery.search.continuous_sparsification import ContinuousSparsificationSearch  # noqa: E402
+from tf_lottery.search.rewind import INIT, rewind_path, save_dense_weights  # noqa: E402
+from tf_lottery.search.ticket_evaluation import retrain_ticket  # noqa: E402
+from tf_lottery.training.recipe import TrainingRecipe  # noqa: E402
+
+MODEL = "lenet_300_100"
+
+
+def imp_search_class():
+    """IMPSearch, or None with the reason."""
+    try:
+        from tf_lottery.search.imp import IMPSearch
+    except ImportError as e:
+        return None, f"IMP unavailable ({e}); it lives on branch 'imp' until merged"
+    return IMPSearch, None
+
+
+def make_recipe(args):
+    return TrainingRecipe(optimizer="adam", learning_rate=args.learning_rate, weight_decay=0.0,
+                          epochs=args.epochs, lr_schedule="constant")
+
+
+def make_experiment(workdir, search, dataset, seed):
+    return Experiment(workdir=workdir, search=search,
+                      model_fn=functools.partial(build_model, MODEL), dataset=dataset, seed=seed,
+                      verbose=0, tensorboard=False)
+
+
+def search_until(make_search, workdir, dataset, seed, targets, max_rounds):
+    """Run rounds one at a time (each run resumes the last) until every target sparsity is
+    reached or max_rounds; returns (experiment, round metrics)."""
+    results = []
+    for num_rounds in range(1, max_rounds + 1):
+        experiment = make_experiment(workdir, make_search(num_rounds), dataset, seed)
+        results = experiment.run()
+        if results[-1]["sparsity"] >= max(targets) - 1e-9:
+            break
+    return experiment, results
+
+
+def init_rewind_point(experiment):
+    """workdir/init/rewind_init.npz; derived from init/weights.weights.h5 (a FixedMask network)
+    for a search that does not write it."""
+    path = rewind_path(experiment.workdir, INIT)
+    if not os.path.exists(path):
+        network = experiment.build_network(mask_rule=FixedMask())
+        network(next(iter(experiment.dataset.test))[0][:1])
+        network.load_weights(os.path.join(rounds.init_dir(experiment.workdir),
+                                          rounds.WEIGHTS_FILE))
+        save_dense_weights(path, network)
+    return path
+
+
+def evaluate_targets(method, experiment, results, targets, recipe):
+    """{target: row} for the first round of `results` reaching each target."""
+    rows = {}
+    for target in targets:
+        hit = next((r for r in results if r["sparsity"] >= target - 1e-9), None)
+        if hit is None:
+            rows[target] = None
+            continue
+        index = hit["round"]
+        masks = rounds.load_round_masks(experiment.workdir, index)
+        directory = os.path.join(rounds.round_dir(experiment.workdir, index), "bench_retrain")
+        metrics = retrain_ticket(experiment, masks, init_rewind_point(experiment), directory,
+                                 recipe)
+        rows[target] = {"sparsity": hit["sparsity"], "search_epochs": hit["search_epochs"],
+                        "rounds": index + 1,
+                        "retrained_test_accuracy": metrics["retrained_test_accuracy"]}
+        print(f"  {method} target {target:.0%}: round {index + 1}, sparsity "
+              f"{hit['sparsity']:.4f}, {hit['search_epochs']} search epochs, retrained accuracy "
+              f"{metrics['retrained_test_accuracy']:.4f}", flush=True)
+    return rows
+
+
+def dense_reference(workdir, dataset, seed, recipe):
+    """The unpruned network retrained from its initialisation with the same recipe."""
+    experiment = make_experiment(workdir, None, dataset, seed)
+    keras.utils.set_random_seed(seed)  # as Experiment.run does before a search builds
+    network = experiment.build_network(mask_rule=FixedMask())
+    network(next(iter(dataset.test))[0][:1])
+    path = rewind_path(workdir, INIT)
+    save_dense_weights(path, network)
+    ones = {name: np.ones_like(mask) for name, mask in get_masks(network).items()}
+    metrics = retrain_ticket(experiment, ones, path, os.path.join(workdir, "retrain"), recipe)
+    print(f"  dense: retrained accuracy {metrics['retrained_test_accuracy']:.4f}", flush=True)
+    return metrics["retrained_test_accuracy"]
+
+
+def mean_std(values, fmt):
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(np.mean(values), fmt)} ± {format(np.std(values, ddof=1), fmt)}"
+
+
+def table(rows, targets, seeds, dense, notes):
+    lines = ["| method | target sparsity | seeds reaching it | sparsity reached | search rounds "
+             "| search epochs | retrained test accuracy |",
+             "|---|---|---|---|---|---|---|"]
+    for method, per_seed in rows.items():
+        for target in targets:
+            found = [r[target] for r in per_seed if r.get(target)]
+            lines.append(
+                f"| {method} | {target:.0%} | {len(found)}/{len(per_seed)} | "
+                f"{mean_std([r['sparsity'] for r in found], '.4f')} | "
+                f"{mean_std([r['rounds'] for r in found], '.1f')} | "
+                f"{mean_std([r['search_epochs'] for r in found], '.1f')} | "
+                f"{mean_std([r['retrained_test_accuracy'] for r in found], '.4f')} |")
+    lines.append(f"| dense | 0% | {len(dense)}/{len(seeds)} | 0.0000 | – | – | "
+                 f"{mean_std(dense, '.4f')} |")
+    return "\n".join(lines + [""] + [f"- {note}" for note in notes])
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny data, 1 epoch per round, few rounds: checks that it runs")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.8, 0.95],
+                        help="target sparsities (fractions removed)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs per round (default 3)")
+    parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--cs_l1_penalty", type=float, default=1e-6)
+    parser.add_argument("--cs_initial_score", type=float, default=0.0)
+    parser.add_argument("--cs_max_rounds", type=int, default=None)
+    parser.add_argument("--imp_prune_fraction", type=float, default=0.2)
+    parser.add_argument("--imp_max_rounds", type=int, default=None)
+    parser.add_argument("--workdir", default=None, help="kept for inspection; default: a temp dir")
+    args = parser.parse_args(argv)
+    args.epochs = args.epochs or (1 if args.quick else 3)
+    prunings = math.ceil(math.log(1 - max(args.targets)) / math.log(1 - args.imp_prune_fraction))
+    args.imp_max_rounds = args.imp_max_rounds or prunings + 1  # round 0 trains the dense net
+    args.cs_max_rounds = args.cs_max_rounds or (3 if args.quick else 8)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.exists(os.path.join(DEBIAN_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")):
+        print(f"real Fashion-MNIST is needed in {DEBIAN_FASHION_MNIST_DIR} "
+              "(apt-get install dataset-fashion-mnist)", file=sys.stderr)
+        return 1
+    root = args.workdir or tempfile.mkdtemp(prefix="cs_vs_imp_")
+    size = dict(train_examples=2048, test_examples=1000) if args.quick else {}
+    recipe = make_recipe(args)
+    imp_class, imp_missing = imp_search_class()
+    notes = [f"LeNet-300-100 on Fashion-MNIST{' (quick: 2048/1000 examples)' if args.quick else ''}"
+             f", Adam {args.learning_rate:g}, batch {args.batch_size}, {args.epochs} epoch(s) per "
+             f"round; tickets retrained from w_0 for {args.epochs} epoch(s)",
+             f"CS: λ = {args.cs_l1_penalty:g}, s_0 = {args.cs_initial_score:g}, β 1 → 100 "
+             f"(exponential), rewinding to w_0, at most {args.cs_max_rounds} rounds",
+             f"IMP: prune fraction {args.imp_prune_fraction:g} per round, rewinding to w_0, at "
+             f"most {args.imp_max_rounds} rounds"]
+    if imp_missing:
+        print(f"[cs_vs_imp] {imp_missing}: running CS only", file=sys.stderr)
+        notes.append(imp_missing)
+    rows = {"CS": [], **({"IMP": []} if imp_class else {})}
+    dense = []
+    seeds = list(range(args.seeds))
+    start = time.time()
+    for seed in seeds:
+        print(f"seed {seed}", flush=True)
+        dataset = load_dataset("fashion_mnist", source="local", batch_size=args.batch_size,
+                               seed=seed, **size)
+        dense.append(dense_reference(os.path.join(root, f"dense_seed{seed}"), dataset, seed,
+                                     recipe))
+
+        def cs(num_rounds):
+            return ContinuousSparsificationSearch(
+                num_rounds=num_rounds, recipe=recipe, l1_penalty=args.cs_l1_penalty,
+                initial_score=args.cs_initial_score, rewind_to=INIT, evaluate_tickets=False)
+
+        experiment, results = search_until(cs, os.path.join(root, f"cs_seed{seed}"), dataset,
+                                           seed, args.targets, args.cs_max_rounds)
+        rows["CS"].append(evaluate_targets("CS", experiment, results, args.targets, recipe))
+        if imp_class:
+            def imp(num_rounds):
+                return imp_class(prune_fraction=args.imp_prune_fraction, num_rounds=num_rounds,
+                                 rewind_to=INIT, recipe=recipe)
+
+            experiment, results = search_until(imp, os.path.join(root, f"imp_seed{seed}"),
+                                               dataset, seed, args.targets, args.imp_max_rounds)
+            rows["IMP"].append(evaluate_targets("IMP", experiment, results, args.targets,
+                                                recipe))
+    notes.append(f"{len(seeds)} seed(s), {time.time() - start:.0f} s in all; runs in {root}")
+    print()
+    print(table(rows, args.targets, seeds, dense, notes))
+    if not args.workdir:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""bin/report: plots and a markdown table from the workdirs of finished or partly finished runs.
+
+    bin/report --workdir=runs/soft_iep [--workdir=runs/imp ...] --out=reports/x
+
+Writes into --out: report.md (one table row per round of every run, what each workdir lacks,
+the figures) and PNGs: accuracy.png (test accuracy vs remaining weights, one line per run, with
+controls and retrained tickets), similarity_<run>.png (angular distances between rounds and the
+initialisation, Maene Fig. 4, beside the overlap of their masks), lmc.png (interpolation curves
+and error barriers), dying_ratio.png, activation_sparsity_<run>.png, analysis_<run>.png (what
+the analysis callbacks measured during training). Nothing is trained or rebuilt: everything is
+read from metrics.json, masks.npz and the .weights.h5 files (see analysis/workdir.py for the
+metric keys read).
+"""
+import os
+import re
+import sys
+
+from absl import app, flags
+
+flags.DEFINE_multi_string("workdir", [], "run directory (repeatable)")
+flags.DEFINE_string("out", None, "directory for report.md and the PNG figures")
+FLAGS = flags.FLAGS
+
+REPORT_FILE = "report.md"
+
+
+def run_labels(workdirs):
+    """One label per workdir: algorithm[/variant], with the directory name where two clash."""
+    labels = [w.label for w in workdirs]
+    return [f"{label} ({w.name})" if labels.count(label) > 1 and label != w.name else label
+            for label, w in zip(labels, workdirs)]
+
+
+def _slug(label):
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "run"
+
+
+def _percent(fraction):
+    return f"{100 * fraction:.2f}%" if isinstance(fraction, (int, float)) else "—"
+
+
+def _row(label, r):
+    if not r.complete:
+        problem = r.problem.replace("|", "\\|")
+        return f"| {label} | {r.name} | — | — | — | — | — | — | — | {problem} |"
+    lmc = r.get("lmc") or {}
+    return (f"| {label} | {r.name} | {_percent(r.get('remaining_fraction'))} "
+            f"| {_percent(r.get('test_accuracy'))} "
+            f"| {_percent(r.get('control_test_accuracy'))} "
+            f"| {_percent(r.get('retrained_test_accuracy'))} "
+            f"| {_percent(r.get('dying_ratio'))} | {_percent(lmc.get('barrier'))} "
+            f"| {r.get('search_epochs', '—')} | complete |")
+
+
+def _missing_measurements(workdir):
+    """Lines for the measurements no complete round of `workdir` holds."""
+    complete = workdir.complete_rounds
+    if not complete:
+        return ["no complete round: nothing to plot"]
+    has = lambda key: any(r.get(key) is not None for r in complete)  # noqa: E731
+    lines = []
+    if not (has("control_test_accuracy") or has("retrained_test_accuracy")):
+        lines.append("no control_test_accuracy or retrained_test_accuracy in metrics: the "
+                     "accuracy plot shows the tickets only")
+    if not has("lmc"):
+        lines.append("no round has metrics['lmc'] = {alphas, errors, barrier}: no linear mode "
+                     "connectivity curves (nothing measured interpolations for this run)")
+    if not has("dying_ratio"):
+        lines.append("no dying_ratio in metrics (edge-popup searches record it)")
+    if not any(workdir.activation_sparsity(r) for r in complete):
+        lines.append("no activation sparsity (metrics['activation_sparsity'] or "
+                     "activation_sparsity/<layer> records in metrics['analysis'])")
+    if not has("analysis"):
+        lines.append("no metrics['analysis']: no analysis callback ran during training "
+                     "(Experiment.analysis_callbacks)")
+    return lines
+
+
+def _similarity(label, workdir, out):
+    """similarity_<run>.png, or the line saying why there is none; plus notes."""
+    from tf_lottery.analysis import plots
+    from tf_lottery.errors import DataError
+
+    if not workdir.comparable_rounds():
+        return None, ["no complete round with masks.npz and weights.weights.h5: no angular "
+                      "distances"]
+    try:
+        names, distances = workdir.angular_distances()
+        _, overlaps = workdir.mask_overlaps()
+    except DataError as e:
+        return None, [f"no angular distances: {e}"]
+    notes = []
+    rounds_only = distances[:len(overlaps), :len(overlaps)]
+    if len(overlaps) > 1 and abs(rounds_only).max() < 1e-6:
+        notes.append("angular distances between rounds are all 0: the rounds share their "
+                     "weights on common connections (a strong-ticket search keeps the weights "
+                     "at their initialisation); the mask overlap tells the rounds apart")
+    remaining = {r.name: r.get("remaining_fraction") for r in workdir.complete_rounds}
+    shown = [f"{n} ({100 * remaining[n]:.3g}%)" if isinstance(remaining.get(n), (int, float))
+             else n for n in names]
+    path = os.path.join(out, f"similarity_{_slug(label)}.png")
+    return plots.similarity_plot(label, shown, distances, overlaps, path), notes
+
+
+def write_report(workdir_paths, out):
+    """Read the workdirs, write report.md and the figures into `out`; returns the paths written.
+    Raises DataError when a workdir does not exist."""
+    from tf_lottery.analysis import plots
+    from tf_lottery.analysis.workdir import Workdir
+
+    workdirs = [Workdir(path) for path in workdir_paths]
+    labels = run_labels(workdirs)
+    runs = list(zip(labels, workdirs))
+    os.makedirs(out, exist_ok=True)
+    figures, notes = [], {label: [] for label in labels}
+
+    def add(path, title):
+        if path:
+            figures.append((title, path))
+
+    add(plots.accuracy_plot(runs, os.path.join(out, "accuracy.png")),
+        "Test accuracy vs remaining weights")
+    for label, workdir in runs:
+        path, lines = _similarity(label, workdir, out)
+        notes[label] += lines
+        add(path, f"Angular distances and mask overlap: {label}")
+    add(plots.lmc_plot(runs, os.path.join(out, "lmc.png")), "Linear mode connectivity")
+    add(plots.dying_plot(runs, os.path.join(out, "dying_ratio.png")),
+        "Dying ratio vs remaining weights")
+    for label, workdir in runs:
+        add(plots.activation_sparsity_plot(
+            label, workdir, os.path.join(out, f"activation_sparsity_{_slug(label)}.png")),
+            f"Activation sparsity per layer: {label}")
+        add(plots.analysis_plot(label, workdir, os.path.join(out, f"analysis_{_slug(label)}.png")),
+            f"Measured during training: {label}")
+
+    lines = ["# tf_lottery report", ""]
+    for label, workdir in runs:
+        state = "finished" if workdir.finished else "unfinished"
+        planned = f" of {workdir.num_rounds}" if workdir.num_rounds else ""
+        lines.append(f"- **{label}**: `{workdir.path}` — {len(workdir.complete_rounds)}"
+                     f"{planned} rounds complete ({state})")
+    lines += ["", "## Rounds", "",
+              "| run | round | remaining | test accuracy | control accuracy | retrained accuracy "
+              "| dying ratio | LMC error barrier | search epochs | status |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, workdir in runs:
+        lines += [_row(label, r) for r in workdir.rounds]
+    lines += ["", "## What the workdirs lack", ""]
+    for label, workdir in runs:
+        lacking = workdir.lacks() + _missing_measurements(workdir) + notes[label]
+        lines.append(f"### {label} (`{workdir.path}`)")
+        lines += [f"- {line}" for line in lacking] or ["- nothing"]
+        lines.append("")
+    lines += ["## Figures", ""]
+    for title, path in figures:
+        lines += [f"### {title}", "", f"![{title}]({os.path.basename(path)})", ""]
+    report = os.path.join(out, REPORT_FILE)
+    with open(report, "w") as f:
+        f.write("\n".join(lines))
+    return [report] + [path for _, path in figures]
+
+
+def main(argv):
+    del argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from tf_lottery.errors import TfLotteryError
+
+    if not FLAGS.workdir or not FLAGS.out:
+        print("error: give --workdir (one or more) and --out", file=sys.stderr)
+        return 1
+    missing = [path for path in FLAGS.workdir if not os.path.isdir(path)]
+    if missing:  # said before TensorFlow is imported
+        print(f"error: workdir {missing[0]} does not exist or is not a directory", file=sys.stderr)
+        return 1
+    try:
+        paths = write_report(FLAGS.workdir, FLAGS.out)
+    except TfLotteryError as e:
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    print(f"[tf_lottery] wrote {paths[0]} and {len(paths) - 1} figures in {FLAGS.out}")
+    return 0
+
+
+def run():
+    app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+    run()

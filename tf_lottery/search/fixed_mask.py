@@ -1,0 +1,39 @@
+"""The build step of the weak-ticket searches (IMP, pruning at initialisation): a network whose
+masked layers apply a fixed 0/1 mask (FixedMask: kernel θ ⊙ m) and start from a seeded
+initialisation."""
+import numpy as np
+
+from tf_lottery import masks as masks_lib
+from tf_lottery.errors import ConfigError
+from tf_lottery.layers.initializers import weight_initializer
+from tf_lottery.layers.mask_rules import FixedMask
+from tf_lottery.training.sparse_model import SparseModel
+
+
+def build_network(experiment, weight_init, seed, model_kwargs=None):
+    """experiment's network with FixedMask layers, kernels from `weight_init` seeded by `seed`."""
+    return experiment.build_network(mask_rule=FixedMask(),
+                                    kernel_initializer=weight_initializer(weight_init, seed=seed),
+                                    **dict(model_kwargs or {}))
+
+
+def build_fixed_mask_model(experiment, weight_init, exclude=(), model_kwargs=None):
+    """(SparseModel, the layers the search prunes): every masked layer but those named in
+    `exclude` (a name that is not a masked layer is a ConfigError)."""
+    network = build_network(experiment, weight_init, experiment.seed, model_kwargs)
+    names = {layer.name for layer in masks_lib.masked_layers(network)}
+    unknown = sorted(set(exclude) - names)
+    if unknown:
+        raise ConfigError(f"exclude names layers that are not masked layers of the model: "
+                          f"{unknown}; masked layers: {sorted(names)}")
+    with experiment.strategy.scope():
+        model = SparseModel(network)
+    layers = masks_lib.prunable_layers(network, exclude)
+    if not layers:
+        raise ConfigError("every masked layer is excluded: there is nothing to prune")
+    return model, layers
+
+
+def layer_masks(layers):
+    """{name: the 0/1 mask} of the given masked layers (a search's ticket)."""
+    return {layer.name: np.asarray(layer.binary_mask(), np.float32) for layer in layers}

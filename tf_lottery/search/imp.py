@@ -1,0 +1,405 @@
+"""Iterative magnitude pruning (IMP): rounds of train -> prune -> rewind (Frankle & Carbin 2019;
+Savarese et al. 2020, Algorithm 1), with weight rewinding, learning-rate rewinding, fine-tuning,
+one-shot pruning, random controls and the repulsion/attraction loss of Maene et al.
+
+Round r (0-based) trains the network under mask m_r, with m_0 = 1 (round 0 trains dense).
+`begin_round(r > 0)` starts from the trained state θ_T of round r-1 (which RoundSearch restores
+from disk on a rerun) and
+
+1. prunes (Algorithm 1, line 3): m_r = m_{r-1} minus the unpruned weights of smallest |θ_T|,
+   `prune_fraction` of the remaining ones, ranked over all layers (scope='global') or per layer
+   (scope='layerwise', with per-layer fractions, e.g. Frankle & Carbin's 20% dense / 15% conv /
+   half for the output layer via `frankle_carbin_fractions`); the masks are nested round to round;
+2. sets the weights round r starts from (Algorithm 1, line 5), `rewind_to`:
+
+    rewind_to       round r starts from                      and trains with
+    'init'          θ0 (Frankle & Carbin 2019)               the recipe's full schedule
+    '2ep', '500it'  θ_k, k steps into round 0 (weight        steps k..T of the schedule: T-k
+                    rewinding, Frankle et al. 2020a:         steps, rounded up to whole epochs
+                    A^{k->T}(m⊙θ_k))
+    'lr'            θ_T of round r-1 (Renda et al. 2020)     the full schedule, restarted
+    'finetune'      θ_T of round r-1                         a constant rate: round r-1's last
+
+The ticket of round r is m_r (the mask round r trained with) with those starting weights; each
+round's metrics.json records its test accuracy against its remaining fraction.
+
+One-shot magnitude pruning (OMP) is the two-round case: round 0 trains dense, begin_round(1)
+prunes to the target sparsity at once, round 1 trains the ticket (`one_shot=True,
+target_sparsity=s` is prune_fraction=s, num_rounds=2).
+
+Controls (`evaluate_controls=True`): after round r > 0 trains its ticket, the same round trains a
+control for the same epochs with the same optimizer and loss, in round_NN/control/ (resumable),
+and records `control_test_accuracy`: control='reinit' keeps the mask m_r and draws fresh weights
+with another seed (Frankle & Carbin 2019, random reinitialisation); control='random_prune' keeps
+the starting weights and places each layer's kept count at random (random_masks_like; Frankle et
+al. 2020b). Round 0 is dense and has no control.
+
+`repulsion_strength` λ_r != 0 adds Maene et al.'s J_r (training/repulsion.py) in every round
+r > 0, over the trained weights of all rounds before it.
+"""
+import math
+import os
+import re
+
+import gin
+import keras
+import numpy as np
+
+from tf_lottery import masks as masks_lib
+from tf_lottery.errors import ConfigError, TrainingError, check_fraction
+from tf_lottery.pruning.magnitude import frankle_carbin_fractions, magnitude_masks
+from tf_lottery.pruning.random import random_masks_like
+from tf_lottery.pruning.selection import SCOPES, prune_count
+from tf_lottery.search import rounds
+from tf_lottery.search.base import RoundSearch
+from tf_lottery.search.fixed_mask import (build_fixed_mask_model, build_network,
+                                          layer_masks)
+from tf_lottery.training.fitting import fit_round
+from tf_lottery.training.repulsion import REPULSION, RepulsionLoss
+
+REWIND_MODES = ("init", "lr", "finetune")
+CONTROLS = ("reinit", "random_prune")
+_TIME = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ep|it)\s*$")
+_CONTROL_SEED_STRIDE = 7919  # control seed of round r: experiment seed + stride·r
+MAX_ROUNDS = 1000
+
+
+def parse_rewind_point(rewind_to, steps_per_epoch):
+    """Optimizer steps k of a time string: '2ep' -> 2·steps_per_epoch, '500it' -> 500; fractional
+    epochs round to the nearest step."""
+    match = _TIME.match(str(rewind_to))
+    if not match:
+        raise ConfigError(f"IMPSearch.rewind_to must be one of {REWIND_MODES} or a time like "
+                          f"'2ep' or '500it', got {rewind_to!r}")
+    amount, unit = float(match.group(1)), match.group(2)
+    return int(round(amount * steps_per_epoch)) if unit == "ep" else int(amount)
+
+
+def rounds_to_reach(layer_sizes, target_sparsity, prune_fraction=None, scope="global",
+                    layer_prune_fractions=None):
+    """Training rounds (round 0 dense) until the remaining fraction of the pruned weights is at
+    most 1 - target_sparsity, counting exactly as magnitude_masks removes weights."""
+    layer_prune_fractions = layer_prune_fractions or {}
+    remaining = dict(layer_sizes)
+    total = sum(remaining.values())
+    allowed = (1.0 - target_sparsity) * total * (1 + 1e-12)
+    prunings = 0
+    while sum(remaining.values()) > allowed:
+        before = sum(remaining.values())
+        if scope == "global":
+            remaining = {"all": before - prune_count(prune_fraction, before)}
+        else:
+            remaining = {name: n - prune_count(layer_prune_fractions.get(name, prune_fraction), n)
+                         for name, n in remaining.items()}
+        prunings += 1
+        if sum(remaining.values()) == before or prunings >= MAX_ROUNDS:
+            raise ConfigError(f"target_sparsity {target_sparsity} is not reached by pruning "
+                              f"({sum(remaining.values())} of {total} weights remain after "
+                              f"{prunings} prunings)")
+    return prunings + 1
+
+
+@keras.saving.register_keras_serializable("tf_lottery")
+class StepOffsetSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """schedule(step + offset): the learning rate of a run resumed at step `offset` (weight
+    rewinding trains steps k..T), while the optimizer's own counter (Adam's bias correction)
+    starts from 0 as for any fresh optimizer."""
+
+    def __init__(self, schedule, offset):
+        self.schedule = schedule
+        self.offset = int(offset)
+
+    def __call__(self, step):
+        return self.schedule(step + self.offset)
+
+    def get_config(self):
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
+                "offset": self.offset}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["offset"])
+
+
+class RewindPointSaver(keras.callbacks.Callback):
+    """Saves the network's weights once the optimizer has taken `step` steps (θ_k of weight
+    rewinding). The file is written atomically before the epoch's checkpoint, so a run resumed
+    after that point finds it, and a run resumed before it passes the step again."""
+
+    def __init__(self, network, path, step):
+        super().__init__()
+        self.network, self.path, self.step = network, path, int(step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
+            rounds.save_weights(self.path, self.network)
+
+
+@gin.configurable
+class IMPSearch(RoundSearch):
+    """Iterative (or one-shot) magnitude pruning; see the module docstring.
+
+    Args:
+      prune_fraction: fraction of the remaining weights removed before each round r > 0.
+      num_rounds: rounds of training, round 0 dense: round r trains (1-p)^r of the weights.
+        Give this or `target_sparsity`.
+      target_sparsity: prune until at most 1 - target_sparsity of the weights remain; the number
+        of rounds is computed from the layer sizes (the last ticket may be a little sparser).
+      scope: 'global' (rank all layers together, as Maene et al. A.3) or 'layerwise'.
+      layer_prune_fractions: for scope='layerwise': None (prune_fraction in every layer),
+        'frankle_carbin' (frankle_carbin_fractions: configure its dense/conv/output_factor
+        through gin; prune_fraction is then not given) or a dict {layer name: fraction}.
+      one_shot: one-shot pruning (OMP): two rounds, prune to `target_sparsity` at once.
+      rewind_to: 'init', a time like '2ep' / '500it', 'lr' or 'finetune' (module docstring).
+      evaluate_controls: train a control for every pruned round (round_NN/control/).
+      control: which control: 'reinit' (same mask, fresh weights) or 'random_prune' (same
+        starting weights, random masks with the same layer densities).
+      repulsion_strength: λ_r of Maene et al.'s J_r (2 repels, -1 attracts, 0 off).
+      recipe: the TrainingRecipe of every round.
+      weight_init: the kernel initialisation ('kaiming_normal', 'kaiming_uniform', ...), seeded
+        by the experiment's seed.
+      exclude: names of masked layers never pruned (they stay dense and are not counted).
+      model_kwargs: extra keyword arguments for the experiment's model_fn.
+    """
+
+    algorithm = "imp"
+
+    def __init__(self, prune_fraction=None, num_rounds=None, target_sparsity=None,
+                 scope="global", layer_prune_fractions=None, one_shot=False, rewind_to="init",
+                 evaluate_controls=False, control="reinit", repulsion_strength=0.0,
+                 recipe=None, weight_init="kaiming_normal", exclude=(), model_kwargs=None):
+        if scope not in SCOPES:
+            raise ConfigError(f"IMPSearch.scope must be one of {SCOPES}, got {scope!r}")
+        if control not in CONTROLS:
+            raise ConfigError(f"IMPSearch.control must be one of {CONTROLS}, got {control!r}")
+        if layer_prune_fractions is not None and scope != "layerwise":
+            raise ConfigError("IMPSearch.layer_prune_fractions needs scope='layerwise'")
+        if one_shot:
+            if target_sparsity is None or num_rounds is not None or prune_fraction is not None:
+                raise ConfigError("one-shot pruning takes target_sparsity only (it prunes to it "
+                                  "at once after one dense round); drop num_rounds and "
+                                  "prune_fraction")
+            if layer_prune_fractions is not None:
+                raise ConfigError("one-shot pruning prunes target_sparsity in every layer; "
+                                  "drop layer_prune_fractions")
+            prune_fraction, num_rounds = target_sparsity, 2
+        elif (num_rounds is None) == (target_sparsity is None):
+            raise ConfigError("give exactly one of IMPSearch.num_rounds and "
+                              "IMPSearch.target_sparsity")
+        if layer_prune_fractions == "frankle_carbin":
+            if prune_fraction is not None:
+                raise ConfigError("with layer_prune_fractions='frankle_carbin' the fractions "
+                                  "come from frankle_carbin_fractions.dense/conv/output_factor; "
+                                  "drop IMPSearch.prune_fraction")
+        elif isinstance(layer_prune_fractions, str):
+            raise ConfigError(f"IMPSearch.layer_prune_fractions must be None, 'frankle_carbin' "
+                              f"or a dict, got {layer_prune_fractions!r}")
+        elif prune_fraction is None:
+            raise ConfigError("IMPSearch.prune_fraction is required")
+        if prune_fraction is not None:
+            prune_fraction = check_fraction("IMPSearch.prune_fraction", prune_fraction)
+        if target_sparsity is not None:
+            target_sparsity = check_fraction("IMPSearch.target_sparsity", target_sparsity)
+        if num_rounds is not None and int(num_rounds) < 1:
+            raise ConfigError(f"IMPSearch.num_rounds must be >= 1, got {num_rounds!r}")
+        if rewind_to not in REWIND_MODES:
+            parse_rewind_point(rewind_to, 1)  # a ConfigError now if it is not a time either
+        super().__init__(num_rounds=num_rounds or 1, recipe=recipe)
+        self.prune_fraction = prune_fraction
+        self.target_sparsity = target_sparsity
+        self.scope = scope
+        self.layer_prune_fractions = layer_prune_fractions
+        self.one_shot = bool(one_shot)
+        self.rewind_to = rewind_to
+        self.evaluate_controls = bool(evaluate_controls)
+        self.control = control
+        self.repulsion_strength = float(repulsion_strength)
+        self.weight_init = weight_init
+        self.exclude = tuple(exclude)
+        self.model_kwargs = dict(model_kwargs or {})
+        self._rounds_given = num_rounds is not None
+
+    # -- setup -------------------------------------------------------------------------------
+
+    def build(self, experiment):
+        model, self.layers = build_fixed_mask_model(experiment, self.weight_init, self.exclude,
+                                                    self.model_kwargs)
+        if self.layer_prune_fractions == "frankle_carbin":
+            self.fractions = frankle_carbin_fractions(model.network, exclude=self.exclude)
+        else:
+            self.fractions = dict(self.layer_prune_fractions or {})
+            unknown = sorted(set(self.fractions) - {layer.name for layer in self.layers})
+            if unknown:
+                raise ConfigError(f"IMPSearch.layer_prune_fractions names layers that are not "
+                                  f"pruned: {unknown}")
+        if not self._rounds_given:
+            sizes = {layer.name: int(np.prod(layer.mask.shape)) for layer in self.layers}
+            self.num_rounds = rounds_to_reach(sizes, self.target_sparsity, self.prune_fraction,
+                                              self.scope, self.fractions)
+        steps_per_epoch = self._steps_per_epoch = experiment.dataset.steps_per_epoch
+        self.rewind_step = None
+        if self.rewind_to not in REWIND_MODES:
+            self.rewind_step = parse_rewind_point(self.rewind_to, steps_per_epoch)
+            total = self.recipe.epochs * steps_per_epoch
+            if self.rewind_step >= total:
+                raise ConfigError(f"rewind_to={self.rewind_to!r} is step {self.rewind_step}, "
+                                  f"not before the end of round 0 ({total} steps)")
+        self._optima = {}
+        return model
+
+    def rewind_path(self, experiment):
+        """Where the weights rounds r > 0 rewind to are: workdir/init/weights.weights.h5 (θ0) for
+        'init' or k = 0, else workdir/init/rewind_<k>it.weights.h5 (θ_k, saved in round 0)."""
+        if not self.rewind_step:
+            return os.path.join(rounds.init_dir(experiment.workdir), rounds.WEIGHTS_FILE)
+        return os.path.join(rounds.init_dir(experiment.workdir),
+                            f"rewind_{self.rewind_step}it.weights.h5")
+
+    def ticket_weights(self, experiment):
+        """The weights the final ticket (the last round's mask) is trained from: θ0, θ_k, or
+        for 'lr'/'finetune' the trained weights of the round before it."""
+        if self.num_rounds > 1 and self.rewind_to in ("lr", "finetune"):
+            return rounds.round_weights_path(experiment.workdir, self.num_rounds - 2)
+        if self.num_rounds == 1:
+            return os.path.join(rounds.init_dir(experiment.workdir), rounds.WEIGHTS_FILE)
+        return self.rewind_path(experiment)
+
+    # -- rounds ------------------------------------------------------------------------------
+
+    def begin_round(self, model, index, experiment):
+        network = model.network
+        model.remove_regularizer(REPULSION)
+        if index > 0:
+            masks = magnitude_masks(network, self.prune_fraction or 0.0, self.scope,
+                                    self.fractions or None, self.exclude)
+            self._rewind(network, experiment)
+            masks_lib.set_masks(network, masks)
+            if self.repulsion_strength:
+                optima = [self._optimum(network, r, experiment) for r in range(index)]
+                model.add_regularizer(REPULSION, RepulsionLoss(self.layers, optima,
+                                                               self.repulsion_strength))
+        if index > 0 and self.evaluate_controls and self.control == "random_prune":
+            self._round_start = network.get_weights()
+
+    def _rewind(self, network, experiment):
+        if self.rewind_to in ("lr", "finetune"):
+            return  # keep θ_T of the previous round
+        path = self.rewind_path(experiment)
+        if not os.path.exists(path):
+            raise TrainingError(f"the rewind point {path} was not saved in round 0 (was round 0 "
+                                f"run with another rewind_to?); rerun in a new workdir")
+        network.load_weights(path)
+
+    def _optimum(self, network, index, experiment):
+        """{layer: kernel} at the end of round `index` (kept in memory, else read from its
+        weights file, e.g. after a restart)."""
+        if index not in self._optima:
+            current = network.get_weights()
+            network.load_weights(rounds.round_weights_path(experiment.workdir, index))
+            self._optima[index] = _kernels(self.layers)
+            network.set_weights(current)
+        return self._optima[index]
+
+    def make_optimizer(self, index, experiment):
+        steps_per_epoch = experiment.dataset.steps_per_epoch
+        if index > 0 and self.rewind_to == "finetune":
+            last = self.previous_metrics["final_learning_rate"]
+            return self.recipe.make_optimizer(steps_per_epoch, constant_learning_rate=last)
+        optimizer = self.recipe.make_optimizer(steps_per_epoch)
+        if index > 0 and self.rewind_step:
+            schedule = self.recipe.schedule(steps_per_epoch)
+            if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+                optimizer.learning_rate = StepOffsetSchedule(schedule, self.rewind_step)
+        return optimizer
+
+    def round_epochs(self, index):
+        if index > 0 and self.rewind_step:  # the remaining T - k steps, in whole epochs
+            return math.ceil(self.recipe.epochs - self.rewind_step / self._steps_per_epoch
+                             - 1e-9)
+        return self.recipe.epochs
+
+    def round_callbacks(self, model, index, experiment):
+        if index == 0 and self.rewind_step:
+            return [RewindPointSaver(model.network, self.rewind_path(experiment),
+                                     self.rewind_step)]
+        return []
+
+    def ticket_masks(self, model):
+        return layer_masks(self.layers)
+
+    def round_metrics(self, model, index, experiment):
+        metrics = {"pruning_steps": index, "scope": self.scope, "rewind_to": self.rewind_to,
+                   "rewind_step": self.rewind_step, "one_shot": self.one_shot,
+                   "prune_fraction": self.prune_fraction if index > 0 else None,
+                   "layer_prune_fractions": self.fractions if index > 0 else None,
+                   "repulsion_strength": self.repulsion_strength}
+        regularizer = model.regularizers.get(REPULSION)
+        if regularizer is not None:
+            metrics["squared_cosines_to_previous"] = [
+                float(c) for c in np.asarray(regularizer.squared_cosines())]
+        if self.evaluate_controls:
+            metrics["control"] = self.control
+            metrics.update(self._train_control(model, index, experiment) if index > 0 else
+                           {"control_test_accuracy": None})
+        return metrics
+
+    def end_round(self, model, index, metrics, experiment):
+        if self.repulsion_strength:
+            self._optima[index] = _kernels(self.layers)
+
+    def describe_round(self, index, metrics):
+        text = super().describe_round(index, metrics)
+        if metrics.get("control_test_accuracy") is not None:
+            text += f", {metrics['control']} control {metrics['control_test_accuracy']:.4f}"
+        return text
+
+    # -- controls ----------------------------------------------------------------------------
+
+    def control_seed(self, index, experiment):
+        return experiment.seed + _CONTROL_SEED_STRIDE * index
+
+    def _train_control(self, model, index, experiment):
+        """Train round `index`'s control on the same model in round_NN/control/, then put the
+        ticket's trained state back; returns the control's metrics."""
+        network, dataset = model.network, experiment.dataset
+        ticket = self.ticket_masks(model)
+        trained = network.get_weights()
+        seed = self.control_seed(index, experiment)
+        try:
+            if self.control == "reinit":
+                fresh = build_network(experiment, self.weight_init, seed, self.model_kwargs)
+                network.set_weights(fresh.get_weights())
+                del fresh
+                masks_lib.set_masks(network, ticket)
+            else:
+                network.set_weights(self._round_start)
+                masks_lib.set_masks(network, random_masks_like(ticket, seed=seed))
+            with experiment.strategy.scope():
+                optimizer = self.make_optimizer(index, experiment)
+            history = fit_round(
+                model, dataset, optimizer, self.recipe.make_loss(), self.round_epochs(index),
+                os.path.join(rounds.round_dir(experiment.workdir, index), "control"),
+                jit_compile=self.recipe.jit_compile, verbose=experiment.verbose)
+            evaluation = model.evaluate(dataset.test, verbose=0, return_dict=True)
+            control_masks = self.ticket_masks(model)
+        finally:
+            network.set_weights(trained)
+        remaining, total = masks_lib.count(control_masks)
+        last = history[-1] if history else {}
+        return {"control_seed": seed, "control_test_accuracy": float(evaluation["accuracy"]),
+                "control_test_loss": float(evaluation["loss"]),
+                "control_train_accuracy": last.get("accuracy"),
+                "control_remaining_fraction": remaining / total,
+                "control_layer_densities": masks_lib.layer_densities(control_masks),
+                "control_history": history}
+
+
+def _kernels(layers):
+    return {layer.name: layer.raw_kernel.numpy().copy() for layer in layers}
+
+
+def accuracy_table(workdir):
+    """[(round, remaining fraction, test accuracy, control test accuracy or None)] of the
+    completed rounds: the ticket-vs-control curve of an IMP run."""
+    return [(m["round"], m["remaining_fraction"], m["test_accuracy"],
+             m.get("control_test_accuracy")) for m in rounds.all_metrics(workdir)]
