@@ -66,10 +66,11 @@ def ticket_to_tfmot(ticket_path, out_path):
     prune_low_magnitude, each wrapper's mask the ticket's (pruned kernel entries are zero).
 
     `out_path` ending in .h5 gives an HDF5 file, in .keras a tf_keras .keras file, otherwise a
-    SavedModel folder; load it with tf_keras under `tfmot.sparsity.keras.prune_scope()`. Each wrapper's ConstantSparsity schedule holds its
-    layer's ticket sparsity, so fine-tuning with tfmot keeps it (tfmot re-prunes by magnitude).
-    Layers tfmot cannot prune (it registers DepthwiseConv2D with no prunable weight) get no
-    wrapper: their kernels hold the ticket's zeros, and a warning names them.
+    SavedModel folder; load it with tf_keras under `tfmot.sparsity.keras.prune_scope()`. Each
+    wrapper's ConstantSparsity schedule holds its layer's ticket sparsity, so fine-tuning with
+    tfmot keeps it (tfmot re-prunes by magnitude). Layers tfmot cannot prune (it registers
+    DepthwiseConv2D with no prunable weight) get no wrapper: their kernels hold the ticket's
+    zeros, and a warning names them.
     Returns {'path': out_path, 'unwrapped': [names of those layers]}.
     """
     _require_tfmot()

@@ -62,7 +62,8 @@ def write_round_summary(log_dir, network, ticket, results):
             if layer.name not in ticket:
                 continue
             if layer.scores is not None:
-                tf.summary.histogram(f"scores/{layer.name}", keras.ops.convert_to_numpy(layer.scores))
+                scores = keras.ops.convert_to_numpy(layer.scores)
+                tf.summary.histogram(f"scores/{layer.name}", scores)
             kept = keras.ops.convert_to_numpy(layer.raw_kernel)[np.asarray(ticket[layer.name]) > 0]
             if kept.size:
                 tf.summary.histogram(f"surviving_weights/{layer.name}", kept)
