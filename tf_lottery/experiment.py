@@ -1,7 +1,17 @@
 """The gin-configured entry of a run: builds data, network and strategy, owns the workdir, and
-hands them to a search procedure (tf_lottery/search/), which loops over rounds."""
+hands them to a search procedure (tf_lottery/search/), which loops over rounds.
+
+Under a multi-worker strategy every worker runs the same search, but only the chief writes the
+workdir: the others work in a private temporary copy (the pattern Keras uses for checkpoints of
+non-chief workers), seeded from the chief's workdir when they can see it, so that a rerun
+resumes the same round and epoch on every worker; the copy is deleted when the process ends.
+"""
+import atexit
 import os
+import re
+import shutil
 import sys
+import tempfile
 import time
 
 import gin
@@ -9,7 +19,7 @@ import keras
 
 from tf_lottery.data import load_dataset
 from tf_lottery.errors import ConfigError
-from tf_lottery.training.strategy import make_strategy
+from tf_lottery.training.strategy import is_chief, make_strategy, sync_workers
 
 
 @gin.configurable
@@ -22,7 +32,7 @@ class Experiment:
       model_fn: builds the network: model_fn(input_shape=..., num_classes=..., mask_rule=...,
         kernel_initializer=..., **search-specific kwargs) (gin: `@build_model`).
       seed: seeds weights, scores, data order and augmentation.
-      strategy: a tf.distribute strategy name (see training/strategy.py).
+      strategy: a tf.distribute strategy name (see training/strategy.py) or a strategy.
       verbose: Keras progress output (1 = progress bar, 2 = one line per epoch, 0 = silent;
         'auto' = a bar on a terminal, one line per epoch otherwise).
       tensorboard: write TensorBoard logs under workdir/tensorboard.
@@ -37,11 +47,13 @@ class Experiment:
     def __init__(self, workdir, search=gin.REQUIRED, model_fn=gin.REQUIRED, seed=0,
                  strategy="default", verbose="auto", tensorboard=True, dataset=None,
                  analysis_callbacks=(), analysis_batches=1):
-        self.workdir = workdir
         self.search = search
         self.model_fn = model_fn
         self.seed = int(seed)
         self.strategy = make_strategy(strategy)
+        self.is_chief = is_chief(self.strategy)
+        self.chief_workdir = workdir
+        self.workdir = workdir if self.is_chief else _private_workdir()
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else int(verbose)
         self.tensorboard = tensorboard
         self._dataset = dataset
@@ -65,10 +77,21 @@ class Experiment:
                 raise ConfigError(f"cannot build the model: {e}") from None
 
     def tensorboard_callbacks(self, round_index):
+        """Per-epoch TensorBoard logs of a round (put after callbacks that add to the logs)."""
         if not self.tensorboard:
             return []
         log_dir = os.path.join(self.workdir, "tensorboard", f"round_{round_index:02d}")
         return [keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch")]
+
+    def write_round_summary(self, network, ticket, results):
+        """Per-round TensorBoard summaries (workdir/tensorboard/rounds) of the last of
+        `results`, the metrics of every round so far."""
+        if self.tensorboard:
+            from tf_lottery.search import summaries
+
+            summaries.write_round_summary(
+                os.path.join(self.workdir, "tensorboard", summaries.ROUNDS_DIR), network,
+                ticket, results)
 
     def analysis_callbacks(self, round_index):
         """Fresh analysis callbacks for round `round_index` (their records are the round's)."""
@@ -91,9 +114,33 @@ class Experiment:
 
     def run(self):
         """Run the search; returns the list of round metrics."""
+        sync_workers(self.strategy)  # the chief has prepared its workdir before others copy it
+        if not self.is_chief:
+            _copy_resume_state(self.chief_workdir, self.workdir)
         os.makedirs(self.workdir, exist_ok=True)
         keras.utils.set_random_seed(self.seed)
         start = time.time()
         results = self.search.run(self)
         self.wall_time_s = time.time() - start
         return results
+
+
+def _private_workdir():
+    path = tempfile.mkdtemp(prefix="tf_lottery_worker_")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+_RESUME_STATE = re.compile(r"^(init|round_\d+)$")
+
+
+def _copy_resume_state(source, destination):
+    """Copy init/ and round_NN/ of the chief's workdir (when this worker can see it), without
+    files being written (*.tmp*): the state a rerun resumes from."""
+    if not os.path.isdir(source):
+        return
+    skip_temporary = shutil.ignore_patterns("*.tmp*")
+    for name in os.listdir(source):
+        if _RESUME_STATE.match(name) and os.path.isdir(os.path.join(source, name)):
+            shutil.copytree(os.path.join(source, name), os.path.join(destination, name),
+                            ignore=skip_temporary, dirs_exist_ok=True)

@@ -7,11 +7,11 @@ The workdir defaults to runs/<name of the last gin file>. The requested config i
 workdir/config.gin; a rerun with the same config continues where the last run stopped, a
 different config is refused unless --resume (continue anyway) or --overwrite (start afresh).
 """
+import errno
 import os
-import shutil
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 flags.DEFINE_multi_string("gin_file", [], "gin config file(s); later files override earlier ones")
 flags.DEFINE_multi_string("gin_bindings", [], "extra gin bindings, e.g. 'TrainingRecipe.epochs=2'")
@@ -20,8 +20,8 @@ flags.DEFINE_bool("resume", False, "continue in a workdir even if its config dif
 flags.DEFINE_bool("overwrite", False, "delete the workdir and start afresh")
 flags.DEFINE_bool("export", True, "export the final ticket (SavedModel + ticket file)")
 FLAGS = flags.FLAGS
-
-CONFIG_FILE = "config.gin"
+_CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                 errno.ENOTDIR)
 
 
 def default_workdir(gin_files):
@@ -29,47 +29,28 @@ def default_workdir(gin_files):
     return os.path.join("runs", name)
 
 
-def prepare_workdir(workdir, config_text, resume, overwrite):
-    """Create or check the workdir; returns 'new', 'same' or 'resumed'."""
-    from tf_lottery.errors import ConfigError
-
-    path = os.path.join(workdir, CONFIG_FILE)
-    if overwrite and os.path.exists(workdir):
-        shutil.rmtree(workdir)
-    state = "new"
-    if os.path.exists(path):
-        with open(path) as f:
-            previous = f.read()
-        if previous != config_text and not resume:
-            raise ConfigError(f"workdir {workdir} holds a run with another config ({path}); "
-                              "use --resume to continue it anyway, --overwrite to start afresh, "
-                              "or another --workdir")
-        state = "same" if previous == config_text else "resumed"
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        with open(path, "w") as f:
-            f.write(config_text)
-    except OSError as e:
-        raise ConfigError(f"cannot write to workdir {workdir}: {e.strerror}") from None
-    return state
-
-
 def main(argv):
     del argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from tf_lottery.config import parse_config, requested_config
+    if not FLAGS["verbosity"].present:  # absl's default, INFO, shows every library's chatter
+        logging.set_verbosity(logging.WARNING)
+    from tf_lottery.config import parse_config
     from tf_lottery.errors import TfLotteryError
 
     try:
         parse_config(FLAGS.gin_file, FLAGS.gin_bindings)
-        workdir = FLAGS.workdir or default_workdir(FLAGS.gin_file)
-        state = prepare_workdir(workdir, requested_config(),
-                                FLAGS.resume, FLAGS.overwrite)
-        from tf_lottery.cli.run import run_experiment
+        from tf_lottery.cli.run import train
 
-        run_experiment(workdir, state, export=FLAGS.export)
+        train(FLAGS.workdir or default_workdir(FLAGS.gin_file), resume=FLAGS.resume,
+              overwrite=FLAGS.overwrite, export=FLAGS.export)
     except TfLotteryError as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a workdir that became unwritable or full during the run
+        if e.errno not in _CANNOT_WRITE:
+            raise
+        print(f"error: cannot write {e.filename}: {e.strerror}; completed rounds are intact, "
+              f"rerun the same command to continue", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue from the last checkpoint",

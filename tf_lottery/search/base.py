@@ -84,7 +84,8 @@ class RoundSearch:
     def run(self, experiment):
         workdir, dataset = experiment.workdir, experiment.dataset
         model = self.model = self.build(experiment)
-        model(next(iter(dataset.test))[0][:1])  # create every variable before any restore
+        with experiment.strategy.scope():  # create every variable (in scope) before any restore
+            model(next(iter(dataset.test))[0][:1])
         init_path = os.path.join(rounds.init_dir(workdir), rounds.WEIGHTS_FILE)
         if os.path.exists(init_path):
             model.network.load_weights(init_path)
@@ -105,6 +106,7 @@ class RoundSearch:
             with experiment.strategy.scope():
                 optimizer = self.make_optimizer(index, experiment)
             epochs = self.round_epochs(index)
+            # callbacks that add to the epoch logs (schedules, analyses) before TensorBoard
             callbacks = [*self.round_callbacks(model, index, experiment),
                          *experiment.analysis_callbacks(index),
                          *experiment.tensorboard_callbacks(index)]
@@ -122,9 +124,11 @@ class RoundSearch:
             if records:  # what analysis callbacks measured during the round, by epoch
                 metrics["analysis"] = records
             metrics.update(self.round_metrics(model, index, experiment))
-            rounds.save_round(workdir, index, model.network, self.ticket_masks(model), metrics)
+            ticket = self.ticket_masks(model)
+            rounds.save_round(workdir, index, model.network, ticket, metrics)
             self.previous_metrics = metrics
             results.append({"round": index, **metrics})
+            experiment.write_round_summary(model.network, ticket, results)
             self.end_round(model, index, metrics, experiment)
             if experiment.verbose:
                 print(self.describe_round(index, metrics), flush=True)

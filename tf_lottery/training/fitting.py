@@ -27,14 +27,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.nan_at = (self._epoch, batch)
+        if self.nan_at is None and loss is not None and not math.isfinite(float(loss)):
+            self.nan_at = f"epoch {self._epoch + 1}, step {batch + 1}"
             self.model.stop_training = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_epoch_end(self, epoch, logs=None):
+        # The last step's update can break the weights after its own (finite) loss: then the
+        # validation loss is the first to tell.
+        val_loss = (logs or {}).get("val_loss")
+        if self.nan_at is None and val_loss is not None and not math.isfinite(float(val_loss)):
+            self.nan_at = f"epoch {epoch + 1}, after its last step (validation loss)"
+            self.model.stop_training = True
         if self.nan_at is not None:
             return
         logs = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
@@ -80,8 +86,10 @@ def fit_round(model, dataset, optimizer, loss, epochs, directory, callbacks=(), 
     Raises TrainingError when the loss becomes NaN/inf; the last good checkpoint is kept.
     """
     os.makedirs(directory, exist_ok=True)
-    model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics), jit_compile=jit_compile)
-    optimizer.build(model.trainable_variables)
+    with model.distribute_strategy.scope():  # metric and optimizer variables mirrored too
+        model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics),
+                      jit_compile=jit_compile)
+        optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(directory, "checkpoints"),
                                          max_to_keep=2)
@@ -92,12 +100,12 @@ def fit_round(model, dataset, optimizer, loss, epochs, directory, callbacks=(), 
         steps = steps_per_epoch or dataset.steps_per_epoch
         model.fit(dataset.train_batches(start_epoch), epochs=epochs, initial_epoch=start_epoch,
                   steps_per_epoch=steps, validation_data=dataset.test if validate else None,
-                  callbacks=[*callbacks, saver], verbose=verbose)
+                  callbacks=[*callbacks, saver], verbose=verbose,
+                  shuffle=False)  # the dataset shuffles each epoch itself
         if saver.nan_at is not None:
-            epoch, batch = saver.nan_at
-            last = manager.latest_checkpoint or "none yet"
+            last = manager.latest_checkpoint or "none yet in this round"
             raise TrainingError(
-                f"the training loss became NaN/inf in epoch {epoch + 1}, step {batch + 1}; "
-                f"training stopped; last good checkpoint: {last} (earlier rounds are intact). "
-                f"Lower the learning rate or check the data.")
+                f"the loss became NaN/inf in {saver.nan_at}; training stopped; last good "
+                f"checkpoint: {last} (earlier rounds are intact). Lower the learning rate or "
+                f"check the data.")
     return read_history(history_path)

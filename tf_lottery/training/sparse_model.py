@@ -15,6 +15,8 @@ Change either list before `compile` (or call `compile` again afterwards).
 import keras
 import tensorflow as tf
 
+from tf_lottery.training.strategy import is_multi_worker
+
 _PACKAGE = "tf_lottery"
 
 
@@ -60,7 +62,9 @@ class SparseModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if self.distillation is not None and training:
-            data_loss = self.distillation(x, y, y_pred)
+            # scaled by 1/replicas as Keras scales its own losses (gradients are summed)
+            data_loss = self._aggregate_additional_loss(
+                keras.ops.mean(self.distillation(x, y, y_pred)))
             loss = data_loss + sum(self._aggregate_additional_loss(l) for l in self.losses)
         else:
             loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
@@ -79,7 +83,34 @@ class SparseModel(keras.Model):
         logs = super().train_step(data)
         for name, value in self._regularizer_values.items():
             logs[name] = value
-        return logs
+        return self._for_cross_worker_mean(logs)
+
+    def test_step(self, data):
+        return self._for_cross_worker_mean(super().test_step(data))
+
+    # Keras 3.15 and MultiWorkerMirroredStrategy (keras-team/keras#20585): two places where
+    # Keras's own code fails for every model; only the shapes Keras sees change, not the values.
+
+    def _for_cross_worker_mean(self, logs):
+        """Logs as 1-element vectors under a multi-worker strategy: Keras averages step logs
+        across workers with strategy.reduce('MEAN', value, axis=0), which rejects scalars."""
+        if not is_multi_worker(self.distribute_strategy):
+            return logs
+        return {name: tf.reshape(value, [1]) if len(getattr(value, "shape", ())) == 0 else value
+                for name, value in logs.items()}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras reduces the first distributed batch with strategy.reduce('MEAN') only to get
+        its shapes; under a multi-worker strategy that fails on the (x, y) tuple ("Attempt to
+        convert a value (PerReplica...)"). This replica's part of the batch has those shapes."""
+        strategy = self.distribute_strategy
+        if iterator is not None and is_multi_worker(strategy):
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: strategy.experimental_local_results(v)[0], next(batches))
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def get_config(self):
         return {**super().get_config(),
