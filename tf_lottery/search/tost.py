@@ -76,7 +76,8 @@ def first_decay_epoch(recipe):
 
 @gin.configurable
 class ToSTTraining(RoundSearch):
-    """Train the mask(s) of `mask_source` with the ToST tweaks (see the module docstring).
+    """Train the mask(s) of `mask_source` with the ToST tweaks (see the module docstring); the
+    ghosts are gone "right before the first learning rate decay" (ToST §2.2).
 
     Args:
       mask_source: 'criterion', 'ticket' or 'round'.
@@ -109,10 +110,9 @@ class ToSTTraining(RoundSearch):
     def __init__(self, mask_source="criterion", criterion="random", prune_fraction=0.9,
                  ticket_path=None, ticket_weights=True, source_workdir=None, source_round=-1,
                  ghost_skips=True, ghost_activation="swish", ghost_end_epoch=None,
-                 ghost_schedule_per_batch=False, lrsi=True,
-                 teacher=None, distillation_temperature=4.0, distillation_alpha=0.9,
-                 teacher_epochs=None, recipe=None, weight_init="kaiming_normal", exclude=(),
-                 model_kwargs=None):
+                 ghost_schedule_per_batch=False, lrsi=True, teacher=None,
+                 distillation_temperature=4.0, distillation_alpha=0.9, teacher_epochs=None,
+                 recipe=None, weight_init="kaiming_normal", exclude=(), model_kwargs=None):
         if mask_source not in MASK_SOURCES:
             raise ConfigError(f"ToSTTraining.mask_source must be one of {MASK_SOURCES}, got "
                               f"{mask_source!r}")
