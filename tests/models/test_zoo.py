@@ -145,6 +145,24 @@ def test_affine_false_gives_batch_norm_without_scale_and_shift(zoo):
         layer.name for layer in masked_layers(plain)]
 
 
+def test_conv_net_with_batch_norm_has_conv_bn_relu_layers_of_their_own():
+    options = dict(plan=[8, 8, "pool", 16], dense_units=[32])
+    fused = build_model("conv4", (28, 28, 1), 10, **options)
+    split = build_model("conv4", (28, 28, 1), 10, batch_norm=True, **options)
+    for index in range(1, 4):
+        conv = split.get_layer(f"conv{index}")
+        assert conv.activation is keras.activations.linear and not conv.use_bias
+        bn = split.get_layer(f"conv{index}_bn")
+        assert _producer(bn) is conv
+        relu = split.get_layer(f"conv{index}_relu")
+        assert _producer(relu) is bn and relu.get_config()["activation"] == "relu"
+        assert fused.get_layer(f"conv{index}").activation is keras.activations.relu
+    # same kernels; the conv biases are replaced by batch norm's scale and shift
+    assert [tuple(l.raw_kernel.shape) for l in masked_layers(split)] == [
+        tuple(l.raw_kernel.shape) for l in masked_layers(fused)]
+    assert count_params(split) - count_params(fused) == (8 + 8 + 16) * (2 - 1)
+
+
 def test_resnet_stems():
     cifar = build_model("resnet18", (32, 32, 3), 10, stem="cifar")
     imagenet = build_model("resnet18", (64, 64, 3), 10, stem="imagenet")

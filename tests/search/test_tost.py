@@ -98,10 +98,10 @@ def test_settings_are_checked_before_any_training(tmp_path):
 @pytest.fixture(scope="module")
 def tost_run(tmp_path_factory):
     """One round of every tweak but KD on a random mask (75% pruned): 4 epochs, LR x0.1 at
-    epochs 2 and 3, so the ghosts fade over epochs 0-1 and are gone from epoch 2."""
+    epochs 2 and 3, so the ghosts fade over epochs 0-1 (step by step) and are gone from epoch 2."""
     gin.bind_parameter("layerwise_rescaled_init.iterations", 2)
     workdir = tmp_path_factory.mktemp("tost")
-    search = _Recorded(criterion="random", prune_fraction=0.75,
+    search = _Recorded(criterion="random", prune_fraction=0.75, ghost_schedule_per_batch=True,
                        recipe=_recipe(label_smoothing=0.1))
     experiment = _experiment(workdir, search, tensorboard=True)
     try:
@@ -126,10 +126,11 @@ def test_ghosts_are_gone_exactly_from_the_first_learning_rate_decay(tost_run):
             assert all(state["relu"])
         else:
             assert all(alpha > 0 for alpha in state["alpha"]) and not any(state["relu"])
-    # the linear schedules: alpha 1 -> 0 and beta 1 -> 10 over epochs 0..2, per epoch
-    firsts = [steps[e * steps_per_epoch] for e in range(4)]
-    assert [f["alpha"][0] for f in firsts] == [1.0, 0.5, 0.0, 0.0]
-    assert [f["beta"][0] for f in firsts[:2]] == [1.0, 5.5]
+    # the linear schedules, moved at every step: alpha 1 -> 0 and beta 1 -> 10 over epochs 0..2
+    for step, state in enumerate(steps[:2 * steps_per_epoch]):
+        epoch = step / steps_per_epoch
+        assert state["alpha"] == [pytest.approx(1 - epoch / 2)] * len(state["alpha"])
+        assert state["beta"] == [pytest.approx(1 + 9 * epoch / 2)] * len(state["beta"])
     # a ReLU-switched ghost neuron computes ReLU bit for bit
     activation = ghost_modules(tost_run.search.ghost_network)[0][0]
     x = np.random.default_rng(0).normal(size=(64,)).astype(np.float32)

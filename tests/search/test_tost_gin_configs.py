@@ -95,7 +95,9 @@ def test_fashion_mnist_recipe_states_its_settings():
         assert gin.query_parameter("TrainingRecipe.epochs") == 4
         assert list(gin.query_parameter("TrainingRecipe.lr_drop_epochs")) == [2, 3]
         assert gin.query_parameter("TrainingRecipe.weight_decay") == 2e-4
+        assert gin.query_parameter("TrainingRecipe.learning_rate") == 0.01
         assert gin.query_parameter("ToSTTraining.prune_fraction") == 0.9
+        assert gin.query_parameter("ToSTTraining.ghost_schedule_per_batch") is True
         assert _tweaks() == ALL_TWEAKS
     finally:
         gin.clear_config()

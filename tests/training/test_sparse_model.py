@@ -96,3 +96,32 @@ def test_mixed_precision_training_keeps_pruned_weights_zero():
         assert kernel.dtype == np.float32 and np.all(kernel[mask == 0] == 0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_replace_network_runs_the_new_graph_over_the_same_variables():
+    from tf_lottery.layers.ghosts import ghost_modules
+    from tf_lottery.training.ghost_insertion import insert_ghosts
+
+    inputs = keras.Input((28, 28, 1))
+    x = MaskedConv2D(4, 3, use_bias=False, mask_rule="fixed", name="conv")(inputs)
+    x = keras.layers.ReLU(name="relu")(keras.layers.BatchNormalization(name="bn")(x))
+    x = keras.layers.Flatten()(x)
+    plain = keras.Model(inputs, MaskedDense(10, mask_rule="fixed", name="output")(x))
+    model = SparseModel(plain)
+    _compile(model)
+    data = np.random.default_rng(0).normal(size=(8, 28, 28, 1)).astype("float32")
+    before = model.predict(data, verbose=0)  # traces a predict function on `plain`
+    variables = {id(v) for v in model.weights}
+    ghosted = insert_ghosts(plain, initial_alpha=1.0)
+    model.replace_network(ghosted)
+    assert model.network is ghosted and len(model._layers) == 1
+    ghost_vars = {id(v) for layer in sum(ghost_modules(ghosted), []) for v in layer.weights}
+    assert {id(v) for v in model.weights} == variables | ghost_vars
+    after = model.predict(data, verbose=0)
+    assert not np.allclose(after, before)  # the ghost skip and Swish are in
+    np.testing.assert_array_equal(after, ghosted.predict(data, verbose=0))
+    model.fit(data, np.arange(8), batch_size=8, epochs=1, verbose=0)  # trains the shared layers
+    model.replace_network(plain)
+    assert {id(v) for v in model.weights} == variables
+    np.testing.assert_array_equal(model.predict(data, verbose=0), plain.predict(data, verbose=0))
+    assert not np.allclose(model.predict(data, verbose=0), before)

@@ -76,7 +76,8 @@ def first_decay_epoch(recipe):
 
 @gin.configurable
 class ToSTTraining(RoundSearch):
-    """Train the mask(s) of `mask_source` with the ToST tweaks (see the module docstring).
+    """Train the mask(s) of `mask_source` with the ToST tweaks (see the module docstring); the
+    ghosts are gone "right before the first learning rate decay" (ToST §2.2).
 
     Args:
       mask_source: 'criterion', 'ticket' or 'round'.
@@ -91,6 +92,8 @@ class ToSTTraining(RoundSearch):
       ghost_activation: GSw: 'swish' or 'mish', or None (off).
       ghost_end_epoch: the epoch from which the ghosts are gone (α = 0, exactly ReLU); default
         the recipe's first learning-rate decay (ToST §2.2); the last epoch(s) must come after it.
+      ghost_schedule_per_batch: move β and α at every step (at the fractional epoch) rather
+        than once per epoch: smoother fading for runs of few epochs.
       lrsi: LRsI on/off (layerwise_rescaled_init, options through gin).
       teacher: KD: None (off), 'dense' (train a dense network first, in workdir/teacher) or the
         path of a saved .keras model whose outputs are logits.
@@ -106,10 +109,10 @@ class ToSTTraining(RoundSearch):
 
     def __init__(self, mask_source="criterion", criterion="random", prune_fraction=0.9,
                  ticket_path=None, ticket_weights=True, source_workdir=None, source_round=-1,
-                 ghost_skips=True, ghost_activation="swish", ghost_end_epoch=None, lrsi=True,
-                 teacher=None, distillation_temperature=4.0, distillation_alpha=0.9,
-                 teacher_epochs=None, recipe=None, weight_init="kaiming_normal", exclude=(),
-                 model_kwargs=None):
+                 ghost_skips=True, ghost_activation="swish", ghost_end_epoch=None,
+                 ghost_schedule_per_batch=False, lrsi=True, teacher=None,
+                 distillation_temperature=4.0, distillation_alpha=0.9, teacher_epochs=None,
+                 recipe=None, weight_init="kaiming_normal", exclude=(), model_kwargs=None):
         if mask_source not in MASK_SOURCES:
             raise ConfigError(f"ToSTTraining.mask_source must be one of {MASK_SOURCES}, got "
                               f"{mask_source!r}")
@@ -152,6 +155,7 @@ class ToSTTraining(RoundSearch):
                                   f"{self.recipe.epochs}) so that the round ends with epochs "
                                   f"that train without ghosts, got {end!r}")
             self.ghost_end_epoch = float(end)
+        self.ghost_schedule_per_batch = bool(ghost_schedule_per_batch)
         self.lrsi = bool(lrsi)
         if teacher is not None and self.recipe.label_smoothing:
             raise ConfigError("knowledge distillation replaces label smoothing (Jaiswal et al., "
@@ -293,7 +297,8 @@ class ToSTTraining(RoundSearch):
             return []
         return [ScheduleCallback(bind_ghost_schedules(
             model.network, GhostBetaSchedule(relu_epoch=self.ghost_end_epoch),
-            GhostAlphaSchedule(zero_epoch=self.ghost_end_epoch)))]
+            GhostAlphaSchedule(zero_epoch=self.ghost_end_epoch)),
+            per_batch=self.ghost_schedule_per_batch)]
 
     def end_training(self, model, index, experiment):
         """Take the ghosts out: the model runs the original architecture again."""
