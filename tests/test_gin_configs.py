@@ -95,8 +95,8 @@ CASES = [
         id="soft_iep_wrn50_imagenet"),
     pytest.param("imp_fashion_mnist.gin", ["IMPSearch.num_rounds = 2"], {
         "load_dataset.name": "fashion_mnist", "IMPSearch.num_rounds": 5,
-        "IMPSearch.evaluate_controls": True}, marks=needs_fashion_mnist,
-        id="imp_fashion_mnist"),
+        "IMPSearch.evaluate_controls": True, "IMPSearch.linear_connectivity": ["rounds"]},
+        marks=needs_fashion_mnist, id="imp_fashion_mnist"),
 ]
 
 

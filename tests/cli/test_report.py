@@ -52,7 +52,8 @@ def test_report_of_two_finished_runs(edge_popup, magnitude, tmp_path):
     weak = shutil.copytree(magnitude.workdir, tmp_path / "weak")
     metrics_path = weak / "round_01" / rounds.METRICS_FILE
     metrics = json.loads(metrics_path.read_text())
-    metrics.update(control="reinit", control_test_accuracy=0.125)
+    metrics.update(control="reinit", control_test_accuracy=0.125,
+                   lmc_rounds=dict(metrics["lmc"], barrier=0.0625))
     rounds.write_json(str(metrics_path), metrics)
 
     out = tmp_path / "out"
@@ -70,7 +71,7 @@ def test_report_of_two_finished_runs(edge_popup, magnitude, tmp_path):
     assert len(ep_rows) == 2 and len(weak_rows) == 2
     assert all(row.endswith("| complete |") for row in ep_rows + weak_rows)
     barrier = json.loads(metrics_path.read_text())["lmc"]["barrier"]
-    assert "| 12.50% |" in weak_rows[1] and f"| {100 * barrier:.2f}% |" in weak_rows[1]
+    assert "| 12.50% |" in weak_rows[1] and f"| {100 * barrier:.2f}% | 6.25% |" in weak_rows[1]
     ep_final = edge_popup.results[-1]
     assert f"| {100 * ep_final['test_accuracy']:.2f}% |" in ep_rows[1]
     assert f"| {100 * ep_final['dying_ratio']:.2f}% |" in ep_rows[1]

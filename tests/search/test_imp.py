@@ -285,14 +285,16 @@ def test_one_shot_prunes_to_the_target_at_once_and_keeps_excluded_layers(tmp_pat
 # -- controls ------------------------------------------------------------------------------------
 
 class FitRecorder:
-    """Replaces imp.fit_round (used only for controls) to record the state a control starts from."""
+    """Replaces imp.fit_round (used only for controls and LMC copies) to record the state and
+    the data a side run starts from."""
 
     def __init__(self, monkeypatch):
-        self.calls = []
+        self.calls, self.datasets = [], []
         original = imp_module.fit_round
 
         def fit_round(model, dataset, optimizer, loss, epochs, directory, **kw):
             self.calls.append((directory, epochs, _state(model.network)))
+            self.datasets.append(dataset)
             return original(model, dataset, optimizer, loss, epochs, directory, **kw)
 
         monkeypatch.setattr(imp_module, "fit_round", fit_round)
@@ -353,6 +355,57 @@ def test_random_prune_control_keeps_layer_counts_and_starting_weights(tmp_path, 
         assert not np.array_equal(_mask(control, layer), _mask(ticket, layer))
         np.testing.assert_array_equal(_kernel(control, layer), _kernel(ticket, layer))
     assert results[1]["control_layer_densities"] == pytest.approx(results[1]["layer_densities"])
+
+
+# -- linear mode connectivity --------------------------------------------------------------------
+
+@needs_fashion_mnist
+def test_linear_connectivity_between_copies_and_between_rounds(tmp_path, monkeypatch):
+    fits = FitRecorder(monkeypatch)
+    search = IMPSearch(prune_fraction=0.5, num_rounds=2, linear_connectivity=("copies", "rounds"),
+                       connectivity_points=5, recipe=_recipe())
+    recorder = Recorder(search)
+    experiment = _experiment(tmp_path, search)
+    results = experiment.run()
+    # one copy per round, from the round's own starting weights and mask, on another data order
+    assert [call[0] for call in fits.calls] == [
+        os.path.join(str(tmp_path), f"round_0{i}", "lmc_copy") for i in range(2)]
+    for (_, epochs, start), expected, result in zip(fits.calls, recorder.starts, results):
+        assert epochs == result["epochs"]
+        for path, value in expected.items():
+            np.testing.assert_array_equal(start[path], value, err_msg=path)
+    assert all(d.seed != experiment.dataset.seed for d in fits.datasets)
+    assert results[0]["lmc_copy_data_seed"] == fits.datasets[0].seed
+    first_batch = lambda d: next(iter(d.train_batches()))[1].numpy()  # noqa: E731
+    assert not np.array_equal(first_batch(fits.datasets[0]), first_batch(experiment.dataset))
+    for result in results:
+        lmc = result["lmc"]
+        assert lmc["between"] == ["ticket", "copy"]
+        np.testing.assert_allclose(lmc["alphas"], np.linspace(0, 1, 5))
+        # the ends are the two trained networks: their test errors as Keras evaluates them
+        assert lmc["errors"][0] == pytest.approx(1 - result["test_accuracy"], abs=1e-6)
+        assert lmc["errors"][-1] == pytest.approx(1 - result["lmc_copy_test_accuracy"], abs=1e-6)
+        assert lmc["barrier"] == pytest.approx(
+            max(lmc["errors"]) - (lmc["errors"][0] + lmc["errors"][-1]) / 2)
+    assert "lmc_rounds" not in results[0]
+    between_rounds = results[1]["lmc_rounds"]
+    assert between_rounds["between"] == [0, 1]
+    assert between_rounds["errors"][0] == pytest.approx(1 - results[0]["test_accuracy"], abs=1e-6)
+    assert between_rounds["errors"][-1] == pytest.approx(1 - results[1]["test_accuracy"],
+                                                         abs=1e-6)
+    # the round saves the ticket's trained state, not the copy's
+    network = mlp((28, 28, 1), 10)
+    network.load_weights(rounds.round_weights_path(str(tmp_path), 1))
+    np.testing.assert_array_equal(network.get_layer("fc1").raw_kernel.numpy(),
+                                  _kernel(recorder.trained[1], "fc1"))
+
+
+def test_linear_connectivity_settings_are_checked():
+    with pytest.raises(ConfigError, match="linear_connectivity"):
+        IMPSearch(prune_fraction=0.5, num_rounds=2, linear_connectivity=("copy",))
+    with pytest.raises(ConfigError, match="connectivity_points"):
+        IMPSearch(prune_fraction=0.5, num_rounds=2, linear_connectivity="rounds",
+                  connectivity_points=1)
 
 
 # -- repulsion -----------------------------------------------------------------------------------

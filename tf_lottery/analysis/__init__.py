@@ -11,6 +11,7 @@ from tf_lottery.analysis.callbacks import (ActivationSparsityCallback, AnalysisC
                                            DyingRatioCallback, GradientFlowCallback,
                                            HessianEigenvalueCallback)
 from tf_lottery.analysis.connectivity import (classification_eval_fn, error_barrier, interpolate,
+                                              linear_path_metrics, lmc_metrics,
                                               reset_batchnorm_statistics)
 from tf_lottery.analysis.dying import (DyingRatioTracker, DyingStats, dying_ratio, dying_stats,
                                        model_dying_stats, reset_ever_selected)
@@ -27,7 +28,8 @@ __all__ = [
     "angle", "angular_distance", "angular_distance_matrix", "network_state",
     "ActivationSparsityCallback", "AnalysisCallback", "DyingRatioCallback", "GradientFlowCallback",
     "HessianEigenvalueCallback",
-    "classification_eval_fn", "error_barrier", "interpolate", "reset_batchnorm_statistics",
+    "classification_eval_fn", "error_barrier", "interpolate", "linear_path_metrics", "lmc_metrics",
+    "reset_batchnorm_statistics",
     "DyingRatioTracker", "DyingStats", "dying_ratio", "dying_stats", "model_dying_stats",
     "reset_ever_selected",
     "gradient_flow", "masked_gradients",

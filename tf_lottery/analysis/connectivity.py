@@ -64,6 +64,11 @@ def _point(weights_a, weights_b, alpha, fixed):
     return point
 
 
+def _batchnorm_layers(model):
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+
+
 def reset_batchnorm_statistics(model, batches):
     """Recompute every trainable BatchNorm layer's moving mean and variance from `batches`.
 
@@ -72,8 +77,7 @@ def reset_batchnorm_statistics(model, batches):
     batches the moving mean (variance) equals the average of the n batch means (biased batch
     variances), whatever the stored statistics were. Momenta are restored afterwards.
     """
-    norms = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    norms = _batchnorm_layers(model)
     if not norms:
         return
     momenta = [layer.momentum for layer in norms]
@@ -143,3 +147,30 @@ def classification_eval_fn(data, from_logits=True):
         return {"loss": loss_sum / count, "error": wrong / count}
 
     return evaluate
+
+
+def lmc_metrics(curve, between=None):
+    """The `lmc` entry of a round's metrics from `connectivity.interpolate`'s result with an
+    `error` series (e.g. from classification_eval_fn)."""
+    entry = {"alphas": [float(a) for a in curve["alpha"]],
+             "errors": [float(e) for e in curve["error"]],
+             "barrier": error_barrier(curve["error"])}
+    if "loss" in curve:
+        entry["losses"] = [float(v) for v in curve["loss"]]
+    if between is not None:
+        entry["between"] = list(between)
+    return entry
+
+
+
+
+def linear_path_metrics(model, weights_a, weights_b, test_data, num_points=20, bn_reset_data=None,
+                        between=None):
+    """`lmc_metrics` of the test error and loss of a classifier (integer labels, logits) along the
+    line from weights_a to weights_b, with BatchNorm statistics recomputed at every point from
+    `bn_reset_data` when the model has BatchNorm layers (Frankle et al. 2020)."""
+    if not _batchnorm_layers(model):
+        bn_reset_data = None
+    curve = interpolate(model, weights_a, weights_b, classification_eval_fn(test_data),
+                        num_points=num_points, bn_reset_data=bn_reset_data)
+    return lmc_metrics(curve, between)

@@ -102,24 +102,31 @@ def similarity_plot(label, names, distances, overlaps, path):
     return _save(figure, path)
 
 
+LMC_KINDS = (("lmc", "-", "o", ""), ("lmc_rounds", "--", "s", ": successive rounds"))
+
+
 def lmc_plot(runs, path):
-    """Left: error along the linear path of every round with metrics['lmc']; right: its error
-    barrier against the round's remaining weights."""
+    """Left: error along the linear path of every round with metrics['lmc'] (solid: e.g. two
+    copies of the round) or metrics['lmc_rounds'] (dashed: the previous round to this one);
+    right: the error barriers against the round's remaining weights."""
     figure, (curves, barriers) = _figure(columns=2)
     drawn = False
     for i, (label, workdir) in enumerate(runs):
-        measured = [r for r in workdir.complete_rounds if r.get("lmc")]
-        for j, r in enumerate(measured):
-            lmc = r.get("lmc")
-            shade = 0.35 + 0.65 * (j + 1) / len(measured)
-            between = lmc.get("between")
-            ends = f" {between[0]}→{between[1]}" if between else ""
-            remaining = _percent(r.get("remaining_fraction"))
-            curves.plot(lmc["alphas"], 100 * np.asarray(lmc["errors"]), color=f"C{i % 10}",
-                        alpha=shade, marker=".", label=f"{label} {r.name}{ends} ({remaining:.1f}%)")
-        points = [(_percent(r.get("remaining_fraction")), r.get("lmc")["barrier"])
-                  for r in measured]
-        drawn |= _plot_series(barriers, points, 100, color=f"C{i % 10}", marker="o", label=label)
+        for key, linestyle, marker, kind in LMC_KINDS:
+            measured = [r for r in workdir.complete_rounds if r.get(key)]
+            for j, r in enumerate(measured):
+                lmc = r.get(key)
+                shade = 0.35 + 0.65 * (j + 1) / len(measured)
+                between = lmc.get("between")
+                ends = f" {between[0]}→{between[1]}" if between else ""
+                remaining = _percent(r.get("remaining_fraction"))
+                curves.plot(lmc["alphas"], 100 * np.asarray(lmc["errors"]), color=f"C{i % 10}",
+                            alpha=shade, marker=".", linestyle=linestyle,
+                            label=f"{label} {r.name}{ends} ({remaining:.1f}%)")
+            points = [(_percent(r.get("remaining_fraction")), r.get(key)["barrier"])
+                      for r in measured]
+            drawn |= _plot_series(barriers, points, 100, color=f"C{i % 10}", marker=marker,
+                                  linestyle=linestyle, label=f"{label}{kind}")
     if not drawn:
         return None
     curves.set_xlabel("interpolation α")

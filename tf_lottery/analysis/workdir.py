@@ -17,7 +17,11 @@ bin/report (the round loop writes the others: test_accuracy, remaining_fraction,
                             {"alphas": [α...], "errors": [test error at α...],
                              "barrier": max error − mean of the end errors,
                              "between": [round a, round b] (optional), "losses": [...] (optional)}
-                            (lmc_metrics builds it from interpolate's result)
+                            (lmc_metrics builds it from interpolate's result); IMPSearch
+                            writes it for two copies of a round trained with different SGD noise
+                            (Frankle et al. 2020 instability)
+    lmc_rounds              the same between the previous round's trained network and this
+                            round's (IMPSearch, Maene Sec. 4.3), "between": [r - 1, r]
     dying_ratio             edge-popup's Eq. 2 after the round (search/edge_popup.py)
     activation_sparsity     {layer name: fraction of exact zeros after its ReLU} at the round's end
     analysis                per-epoch records of the analysis callbacks of the round's training,
@@ -34,7 +38,7 @@ import h5py
 import numpy as np
 
 from tf_lottery.analysis.angular import angular_distance_matrix
-from tf_lottery.analysis.connectivity import error_barrier
+from tf_lottery.analysis.connectivity import lmc_metrics  # noqa: F401 (re-exported)
 from tf_lottery.errors import DataError
 from tf_lottery.search import rounds
 
@@ -70,19 +74,6 @@ def read_kernels(path, masks=None):
             raise DataError(f"{path}: kernel of {name!r} has shape {kernels[name].shape}, "
                             f"its mask {np.shape(mask)}")
     return kernels
-
-
-def lmc_metrics(curve, between=None):
-    """The `lmc` entry of a round's metrics from `connectivity.interpolate`'s result with an
-    `error` series (e.g. from classification_eval_fn)."""
-    entry = {"alphas": [float(a) for a in curve["alpha"]],
-             "errors": [float(e) for e in curve["error"]],
-             "barrier": error_barrier(curve["error"])}
-    if "loss" in curve:
-        entry["losses"] = [float(v) for v in curve["loss"]]
-    if between is not None:
-        entry["between"] = list(between)
-    return entry
 
 
 class Round:

@@ -42,13 +42,14 @@ def _percent(fraction):
 def _row(label, r):
     if not r.complete:
         problem = r.problem.replace("|", "\\|")
-        return f"| {label} | {r.name} | — | — | — | — | — | — | — | {problem} |"
-    lmc = r.get("lmc") or {}
+        return f"| {label} | {r.name} | — | — | — | — | — | — | — | — | {problem} |"
+    lmc, lmc_rounds = r.get("lmc") or {}, r.get("lmc_rounds") or {}
     return (f"| {label} | {r.name} | {_percent(r.get('remaining_fraction'))} "
             f"| {_percent(r.get('test_accuracy'))} "
             f"| {_percent(r.get('control_test_accuracy'))} "
             f"| {_percent(r.get('retrained_test_accuracy'))} "
             f"| {_percent(r.get('dying_ratio'))} | {_percent(lmc.get('barrier'))} "
+            f"| {_percent(lmc_rounds.get('barrier'))} "
             f"| {r.get('search_epochs', '—')} | complete |")
 
 
@@ -62,9 +63,10 @@ def _missing_measurements(workdir):
     if not (has("control_test_accuracy") or has("retrained_test_accuracy")):
         lines.append("no control_test_accuracy or retrained_test_accuracy in metrics: the "
                      "accuracy plot shows the tickets only")
-    if not has("lmc"):
-        lines.append("no round has metrics['lmc'] = {alphas, errors, barrier}: no linear mode "
-                     "connectivity curves (nothing measured interpolations for this run)")
+    if not (has("lmc") or has("lmc_rounds")):
+        lines.append("no round has metrics['lmc'] or ['lmc_rounds'] = {alphas, errors, barrier}: "
+                     "no linear mode connectivity curves (nothing measured interpolations for "
+                     "this run; IMPSearch.linear_connectivity does)")
     if not has("dying_ratio"):
         lines.append("no dying_ratio in metrics (edge-popup searches record it)")
     if not any(workdir.activation_sparsity(r) for r in complete):
@@ -142,8 +144,9 @@ def write_report(workdir_paths, out):
                      f"{planned} rounds complete ({state})")
     lines += ["", "## Rounds", "",
               "| run | round | remaining | test accuracy | control accuracy | retrained accuracy "
-              "| dying ratio | LMC error barrier | search epochs | status |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "| dying ratio | LMC error barrier | barrier from previous round | search epochs "
+              "| status |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, workdir in runs:
         lines += [_row(label, r) for r in workdir.rounds]
     lines += ["", "## What the workdirs lack", ""]

@@ -36,7 +36,21 @@ al. 2020b). Round 0 is dense and has no control.
 
 `repulsion_strength` λ_r != 0 adds Maene et al.'s J_r (training/repulsion.py) in every round
 r > 0, over the trained weights of all rounds before it.
+
+Linear mode connectivity (`linear_connectivity`, analysis/connectivity.py): test error at
+`connectivity_points` evenly spaced points of a straight line between two trained networks and
+its error barrier max_α E(θ(α)) − (E(θa) + E(θb))/2, BatchNorm statistics recomputed at every
+point from `connectivity_bn_batches` training batches:
+
+    'copies'  (metrics['lmc'], Frankle et al. 2020 instability) a copy of the round is trained in
+              round_NN/lmc_copy/ (resumable) from the round's own starting weights and mask with
+              different SGD noise (another data order and augmentation seed); the line joins
+              the ticket's trained weights and the copy's;
+    'rounds'  (metrics['lmc_rounds'], Maene Sec. 4.3) the line joins round r-1's and round r's
+              trained networks (r > 0).
 """
+import contextlib
+import dataclasses
 import math
 import os
 import re
@@ -46,6 +60,7 @@ import keras
 import numpy as np
 
 from tf_lottery import masks as masks_lib
+from tf_lottery.analysis.connectivity import linear_path_metrics
 from tf_lottery.errors import ConfigError, TrainingError, check_fraction
 from tf_lottery.pruning.magnitude import frankle_carbin_fractions, magnitude_masks
 from tf_lottery.pruning.random import random_masks_like
@@ -59,8 +74,10 @@ from tf_lottery.training.repulsion import REPULSION, RepulsionLoss
 
 REWIND_MODES = ("init", "lr", "finetune")
 CONTROLS = ("reinit", "random_prune")
+CONNECTIVITY = ("copies", "rounds")
 _TIME = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ep|it)\s*$")
 _CONTROL_SEED_STRIDE = 7919  # control seed of round r: experiment seed + stride·r
+_COPY_DATA_SEED_OFFSET = 104729  # the LMC copy's data seed: the dataset's seed + offset
 MAX_ROUNDS = 1000
 
 
@@ -155,6 +172,11 @@ class IMPSearch(RoundSearch):
       control: which control: 'reinit' (same mask, fresh weights) or 'random_prune' (same
         starting weights, random masks with the same layer densities).
       repulsion_strength: λ_r of Maene et al.'s J_r (2 repels, -1 attracts, 0 off).
+      linear_connectivity: which linear interpolations to measure after every round, a subset of
+        ('copies', 'rounds') (module docstring); () measures none.
+      connectivity_points: points on each line, ends included (20 as Maene Sec. 4.3).
+      connectivity_bn_batches: training batches that recompute BatchNorm statistics at each
+        point (models without BatchNorm need none).
       recipe: the TrainingRecipe of every round.
       weight_init: the kernel initialisation ('kaiming_normal', 'kaiming_uniform', ...), seeded
         by the experiment's seed.
@@ -167,11 +189,21 @@ class IMPSearch(RoundSearch):
     def __init__(self, prune_fraction=None, num_rounds=None, target_sparsity=None,
                  scope="global", layer_prune_fractions=None, one_shot=False, rewind_to="init",
                  evaluate_controls=False, control="reinit", repulsion_strength=0.0,
+                 linear_connectivity=(), connectivity_points=20, connectivity_bn_batches=10,
                  recipe=None, weight_init="kaiming_normal", exclude=(), model_kwargs=None):
         if scope not in SCOPES:
             raise ConfigError(f"IMPSearch.scope must be one of {SCOPES}, got {scope!r}")
         if control not in CONTROLS:
             raise ConfigError(f"IMPSearch.control must be one of {CONTROLS}, got {control!r}")
+        if isinstance(linear_connectivity, str):
+            linear_connectivity = (linear_connectivity,)
+        unknown = sorted(set(linear_connectivity) - set(CONNECTIVITY))
+        if unknown:
+            raise ConfigError(f"IMPSearch.linear_connectivity takes a subset of {CONNECTIVITY}, "
+                              f"got {unknown}")
+        if int(connectivity_points) < 2 or int(connectivity_bn_batches) < 1:
+            raise ConfigError("IMPSearch.connectivity_points must be >= 2 and "
+                              "connectivity_bn_batches >= 1")
         if layer_prune_fractions is not None and scope != "layerwise":
             raise ConfigError("IMPSearch.layer_prune_fractions needs scope='layerwise'")
         if one_shot:
@@ -214,6 +246,9 @@ class IMPSearch(RoundSearch):
         self.evaluate_controls = bool(evaluate_controls)
         self.control = control
         self.repulsion_strength = float(repulsion_strength)
+        self.linear_connectivity = tuple(linear_connectivity)
+        self.connectivity_points = int(connectivity_points)
+        self.connectivity_bn_batches = int(connectivity_bn_batches)
         self.weight_init = weight_init
         self.exclude = tuple(exclude)
         self.model_kwargs = dict(model_kwargs or {})
@@ -278,8 +313,7 @@ class IMPSearch(RoundSearch):
                 optima = [self._optimum(network, r, experiment) for r in range(index)]
                 model.add_regularizer(REPULSION, RepulsionLoss(self.layers, optima,
                                                                self.repulsion_strength))
-        if index > 0 and self.evaluate_controls and self.control == "random_prune":
-            self._round_start = network.get_weights()
+        self._round_start = network.get_weights()  # for the random-prune control and LMC copy
 
     def _rewind(self, network, experiment):
         if self.rewind_to in ("lr", "finetune"):
@@ -294,10 +328,8 @@ class IMPSearch(RoundSearch):
         """{layer: kernel} at the end of round `index` (kept in memory, else read from its
         weights file, e.g. after a restart)."""
         if index not in self._optima:
-            current = network.get_weights()
-            network.load_weights(rounds.round_weights_path(experiment.workdir, index))
-            self._optima[index] = _kernels(self.layers)
-            network.set_weights(current)
+            with _round_loaded(network, index, experiment):
+                self._optima[index] = _kernels(self.layers)
         return self._optima[index]
 
     def make_optimizer(self, index, experiment):
@@ -341,11 +373,18 @@ class IMPSearch(RoundSearch):
             metrics["control"] = self.control
             metrics.update(self._train_control(model, index, experiment) if index > 0 else
                            {"control_test_accuracy": None})
+        if "copies" in self.linear_connectivity:
+            metrics.update(self._train_copy(model, index, experiment))
+        if "rounds" in self.linear_connectivity and index > 0:
+            previous = self._trained_weights(model.network, index - 1, experiment)
+            metrics["lmc_rounds"] = self._linear_path(model, previous, model.network.get_weights(),
+                                                      experiment, between=[index - 1, index])
         return metrics
 
     def end_round(self, model, index, metrics, experiment):
         if self.repulsion_strength:
             self._optima[index] = _kernels(self.layers)
+        self._round_start = None
 
     def describe_round(self, index, metrics):
         text = super().describe_round(index, metrics)
@@ -358,32 +397,43 @@ class IMPSearch(RoundSearch):
     def control_seed(self, index, experiment):
         return experiment.seed + _CONTROL_SEED_STRIDE * index
 
-    def _train_control(self, model, index, experiment):
-        """Train round `index`'s control on the same model in round_NN/control/, then put the
-        ticket's trained state back; returns the control's metrics."""
-        network, dataset = model.network, experiment.dataset
-        ticket = self.ticket_masks(model)
+    def _train_side_run(self, model, index, experiment, subdir, start_weights, dataset):
+        """Train round `index` again on the same model from `start_weights` (a get_weights list,
+        masks included) on `dataset`, in round_NN/<subdir>/ (resumable), then put the ticket's
+        trained state back. Returns (history, test evaluation, masks, trained weights)."""
+        network = model.network
         trained = network.get_weights()
-        seed = self.control_seed(index, experiment)
         try:
-            if self.control == "reinit":
-                fresh = build_network(experiment, self.weight_init, seed, self.model_kwargs)
-                network.set_weights(fresh.get_weights())
-                del fresh
-                masks_lib.set_masks(network, ticket)
-            else:
-                network.set_weights(self._round_start)
-                masks_lib.set_masks(network, random_masks_like(ticket, seed=seed))
+            network.set_weights(start_weights)
             with experiment.strategy.scope():
                 optimizer = self.make_optimizer(index, experiment)
             history = fit_round(
                 model, dataset, optimizer, self.recipe.make_loss(), self.round_epochs(index),
-                os.path.join(rounds.round_dir(experiment.workdir, index), "control"),
+                os.path.join(rounds.round_dir(experiment.workdir, index), subdir),
                 jit_compile=self.recipe.jit_compile, verbose=experiment.verbose)
             evaluation = model.evaluate(dataset.test, verbose=0, return_dict=True)
-            control_masks = self.ticket_masks(model)
+            return history, evaluation, self.ticket_masks(model), network.get_weights()
         finally:
             network.set_weights(trained)
+
+    def _train_control(self, model, index, experiment):
+        """Train round `index`'s control in round_NN/control/; returns the control's metrics."""
+        network = model.network
+        ticket = self.ticket_masks(model)
+        seed = self.control_seed(index, experiment)
+        current = network.get_weights()
+        if self.control == "reinit":
+            fresh = build_network(experiment, self.weight_init, seed, self.model_kwargs)
+            network.set_weights(fresh.get_weights())
+            del fresh
+            masks_lib.set_masks(network, ticket)
+        else:
+            network.set_weights(self._round_start)
+            masks_lib.set_masks(network, random_masks_like(ticket, seed=seed))
+        start = network.get_weights()
+        network.set_weights(current)
+        history, evaluation, control_masks, _ = self._train_side_run(
+            model, index, experiment, "control", start, experiment.dataset)
         remaining, total = masks_lib.count(control_masks)
         last = history[-1] if history else {}
         return {"control_seed": seed, "control_test_accuracy": float(evaluation["accuracy"]),
@@ -392,6 +442,43 @@ class IMPSearch(RoundSearch):
                 "control_remaining_fraction": remaining / total,
                 "control_layer_densities": masks_lib.layer_densities(control_masks),
                 "control_history": history}
+
+    # -- linear mode connectivity ------------------------------------------------------------
+
+    def _train_copy(self, model, index, experiment):
+        """Frankle et al. 2020 instability: the round trained again from its starting point with
+        another data order, and the line between the two trained networks."""
+        dataset = dataclasses.replace(experiment.dataset,
+                                      seed=experiment.dataset.seed + _COPY_DATA_SEED_OFFSET)
+        _, evaluation, _, copy = self._train_side_run(model, index, experiment, "lmc_copy",
+                                                      self._round_start, dataset)
+        return {"lmc": self._linear_path(model, model.network.get_weights(), copy, experiment,
+                                         between=["ticket", "copy"]),
+                "lmc_copy_data_seed": dataset.seed,
+                "lmc_copy_test_accuracy": float(evaluation["accuracy"])}
+
+    def _trained_weights(self, network, index, experiment):
+        """get_weights() of round `index`'s trained network, read from its weights file."""
+        with _round_loaded(network, index, experiment):
+            return network.get_weights()
+
+    def _linear_path(self, model, weights_a, weights_b, experiment, between):
+        dataset = experiment.dataset
+        return linear_path_metrics(
+            model.network, weights_a, weights_b, dataset.test, self.connectivity_points,
+            bn_reset_data=dataset.train_batches().take(self.connectivity_bn_batches),
+            between=between)
+
+
+@contextlib.contextmanager
+def _round_loaded(network, index, experiment):
+    """The network holds round `index`'s trained weights inside the block, its own after it."""
+    current = network.get_weights()
+    try:
+        network.load_weights(rounds.round_weights_path(experiment.workdir, index))
+        yield
+    finally:
+        network.set_weights(current)
 
 
 def _kernels(layers):
