@@ -46,6 +46,19 @@ def test_midpoint_interpolates_effective_weights_by_hand():
         np.testing.assert_array_equal(got, want)
 
 
+def test_ends_may_be_weights_files(tmp_path):
+    model = _linear_ticket()
+    weights_a = _ticket_weights(model, [2, 9], [1, 0])
+    model.save_weights(str(tmp_path / "a.weights.h5"))
+    weights_b = _ticket_weights(model, [7, 4], [0, 1])
+    x = np.ones((1, 2), np.float32)
+    result = interpolate(model, str(tmp_path / "a.weights.h5"), weights_b,
+                         lambda m: float(m(x)[0, 0]), num_points=3)
+    np.testing.assert_allclose(result["value"], [2.0, 3.0, 4.0])
+    for got, want in zip(model.get_weights(), weights_b):
+        np.testing.assert_array_equal(got, want)
+
+
 def _bn_classifier():
     return keras.Sequential([keras.Input((3,)), MaskedDense(6, name="h"),
                              keras.layers.BatchNormalization(name="bn"), keras.layers.ReLU(),

@@ -7,6 +7,8 @@ Masked layers are interpolated in their effective weights: the kernel at α is
 came from whatever its raw kernel holds at pruned positions. Only FixedMask layers can be
 interpolated this way (a scores rule would recompute the mask from interpolated scores).
 """
+import os
+
 import keras
 import numpy as np
 
@@ -26,6 +28,13 @@ def error_barrier(errors):
 
 
 def _weight_list(model, weights):
+    if isinstance(weights, (str, os.PathLike)):  # a weights file, e.g. a finished round's
+        current = model.get_weights()
+        try:
+            model.load_weights(weights)
+            weights = model.get_weights()
+        finally:
+            model.set_weights(current)
     if isinstance(weights, keras.Model):
         weights = weights.get_weights()
     weights = [np.asarray(w) for w in weights]
@@ -95,7 +104,8 @@ def interpolate(model, weights_a, weights_b, eval_fn, num_points=20, bn_reset_da
     """Evaluate `eval_fn(model)` at θ(α) = (1−α)·θa + α·θb for `num_points` evenly spaced α from 0
     to 1, endpoints included (Frankle et al. 2020; Maene Sec. 4.3 samples 20 points).
 
-    weights_a, weights_b: lists like model.get_weights(), or models of the same architecture.
+    weights_a, weights_b: lists like model.get_weights(), models of the same architecture, or
+    paths of `.weights.h5` files of it (a workdir's round_NN/weights.weights.h5).
     eval_fn(model) returns a float or a mapping {metric name: float}, e.g. from
     `classification_eval_fn`. bn_reset_data: batches (x or (x, y) tuples, held in memory) over
     which BatchNorm moving statistics are recomputed at every point: forward passes in training

@@ -49,7 +49,6 @@ point from `connectivity_bn_batches` training batches:
     'rounds'  (metrics['lmc_rounds'], Maene Sec. 4.3) the line joins round r-1's and round r's
               trained networks (r > 0).
 """
-import contextlib
 import dataclasses
 import math
 import os
@@ -328,8 +327,10 @@ class IMPSearch(RoundSearch):
         """{layer: kernel} at the end of round `index` (kept in memory, else read from its
         weights file, e.g. after a restart)."""
         if index not in self._optima:
-            with _round_loaded(network, index, experiment):
-                self._optima[index] = _kernels(self.layers)
+            current = network.get_weights()
+            network.load_weights(rounds.round_weights_path(experiment.workdir, index))
+            self._optima[index] = _kernels(self.layers)
+            network.set_weights(current)
         return self._optima[index]
 
     def make_optimizer(self, index, experiment):
@@ -376,7 +377,7 @@ class IMPSearch(RoundSearch):
         if "copies" in self.linear_connectivity:
             metrics.update(self._train_copy(model, index, experiment))
         if "rounds" in self.linear_connectivity and index > 0:
-            previous = self._trained_weights(model.network, index - 1, experiment)
+            previous = rounds.round_weights_path(experiment.workdir, index - 1)
             metrics["lmc_rounds"] = self._linear_path(model, previous, model.network.get_weights(),
                                                       experiment, between=[index - 1, index])
         return metrics
@@ -457,28 +458,12 @@ class IMPSearch(RoundSearch):
                 "lmc_copy_data_seed": dataset.seed,
                 "lmc_copy_test_accuracy": float(evaluation["accuracy"])}
 
-    def _trained_weights(self, network, index, experiment):
-        """get_weights() of round `index`'s trained network, read from its weights file."""
-        with _round_loaded(network, index, experiment):
-            return network.get_weights()
-
     def _linear_path(self, model, weights_a, weights_b, experiment, between):
         dataset = experiment.dataset
         return linear_path_metrics(
             model.network, weights_a, weights_b, dataset.test, self.connectivity_points,
             bn_reset_data=dataset.train_batches().take(self.connectivity_bn_batches),
             between=between)
-
-
-@contextlib.contextmanager
-def _round_loaded(network, index, experiment):
-    """The network holds round `index`'s trained weights inside the block, its own after it."""
-    current = network.get_weights()
-    try:
-        network.load_weights(rounds.round_weights_path(experiment.workdir, index))
-        yield
-    finally:
-        network.set_weights(current)
 
 
 def _kernels(layers):
