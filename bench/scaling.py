@@ -55,7 +55,7 @@ def parse_args():
     args = parser.parse_args()
     if args.quick:
         args.models, args.variants = ["conv2", "resnet20"], ["plain", "fixed", "topk"]
-        args.batch, args.warmup, args.rounds, args.memory_steps = 32, 1, 4, 2
+        args.batch, args.warmup, args.memory_steps = 32, 1, 2
     if "plain" not in args.variants:
         args.variants = ["plain"] + args.variants
     return args

@@ -48,7 +48,6 @@ def parse_args():
     parser.add_argument("--cycles", type=int, default=3, help="soft iEP cycles")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--inter-op-threads", type=int, default=1)
-    parser.add_argument("--steps", type=int, default=20, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
         args.target_sparsity, args.epochs, args.imp_prune_fraction = 0.5, 1, 0.5
@@ -96,7 +95,6 @@ def main():
     if not os.path.exists(os.path.join(DEBIAN_FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")):
         print(f"real Fashion-MNIST is needed in {DEBIAN_FASHION_MNIST_DIR}", file=sys.stderr)
         return 1
-    args.rounds, args.warmup = 1, 0
     configure(args)
     size = dict(train_examples=2048, test_examples=1000) if args.quick else {}
     dataset = load_dataset("fashion_mnist", source="local", batch_size=args.batch,

@@ -53,7 +53,7 @@ def parse_args():
     add_common_arguments(parser)
     args = parser.parse_args()
     if args.quick:
-        args.models, args.batch, args.warmup, args.rounds = ["resnet20"], 32, 1, 2
+        args.models, args.batch, args.warmup = ["resnet20"], 32, 1
     return args
 
 

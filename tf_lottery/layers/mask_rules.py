@@ -180,18 +180,23 @@ def _first_flags(flags, count):
     """Boolean: the first `count` (int32 scalar) True entries of the 1-D boolean `flags`.
 
     Equivalent to flags & (cumsum(flags) <= count), but a cumulative sum over a whole layer is
-    slow on CPUs: this counts per row, finds the row and column of the count-th flag with
-    cumulative sums over one row and over the row totals, and compares positions with that.
+    slow on CPUs: this counts per row, finds the row of the count-th flag from the cumulative
+    row totals and its column by sorting that row's flag positions, and compares positions.
     """
     n = tf.size(flags)
     rows = (n + _ROW - 1) // _ROW
-    grid = tf.reshape(tf.pad(flags, [[0, rows * _ROW - n]]), [rows, _ROW])
+    padded = tf.pad(flags, [[0, rows * _ROW - n]])
+    grid = tf.reshape(padded, [rows, _ROW])
     per_row = tf.reduce_sum(tf.cast(grid, tf.int32), axis=1)
     before = tf.cumsum(per_row, exclusive=True)
     count = tf.clip_by_value(count, 0, tf.reduce_sum(per_row))
     row = tf.minimum(tf.reduce_sum(tf.cast(before + per_row < count, tf.int32)), rows - 1)
-    in_row = tf.cumsum(tf.cast(grid[row], tf.int32))
-    column = tf.reduce_sum(tf.cast(in_row < count - before[row], tf.int32))
+    # that row's flag positions in order (gathers and a sort: a cumulative sum here, or indexing
+    # one, takes XLA seconds to compile)
+    row_flags = tf.gather(padded, row * _ROW + tf.range(_ROW))
+    positions = tf.sort(tf.where(row_flags, tf.range(_ROW), _ROW))
+    before_row = tf.reduce_sum(tf.where(tf.range(rows) < row, per_row, 0))
+    column = tf.gather(positions, tf.clip_by_value(count - before_row - 1, 0, _ROW - 1))
     # the count-th flag sits at (row, column); none is kept when count is 0
     column = tf.where(count > 0, column, -1)
     row_index, column_index = tf.range(rows)[:, None], tf.range(_ROW)[None, :]
