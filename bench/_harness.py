@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 import tensorflow as tf  # noqa: E402
 
 
-def add_common_arguments(parser, steps=20, warmup=3, rounds=4):
+def add_common_arguments(parser, steps=20, warmup=3, rounds=10):
     """--quick, thread counts, timed steps, warm-up steps, interleaving rounds."""
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run of under two minutes (smaller settings, printed)")
@@ -38,8 +38,6 @@ def add_common_arguments(parser, steps=20, warmup=3, rounds=4):
 
 def configure(args):
     """Thread pools for TF (and PyTorch if it is imported later, see torch_threads)."""
-    if args.steps < 20:
-        raise SystemExit("--steps must be at least 20 (medians of >= 20 timed steps)")
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
 
@@ -89,8 +87,11 @@ def print_settings(title, args, **settings):
               f"{torch.get_num_interop_threads()})")
     print(f"threads: intra-op {args.threads}, inter-op {args.inter_op_threads}; load average "
           f"at start {load:.1f}")
-    print(f"timing: median of {args.steps} timed steps (in {args.rounds} interleaved rounds) "
-          f"after {args.warmup} warm-up steps; quick={args.quick}")
+    if hasattr(args, "steps"):
+        print(f"timing: median of {args.steps} timed steps (in {args.rounds} interleaved "
+              f"rounds) after {args.warmup} warm-up steps; quick={args.quick}")
+    else:
+        print(f"quick={args.quick}")
     for key, value in settings.items():
         print(f"{key}: {value}")
     print(flush=True)
@@ -115,6 +116,8 @@ def time_interleaved(steps, args):
     Each callable first runs `args.warmup` untimed steps; then `args.steps` timed steps each,
     in `args.rounds` rounds that visit the configurations in turn. Returns {name: Timings}.
     """
+    if args.steps < 20:
+        raise SystemExit("--steps must be at least 20 (medians of >= 20 timed steps)")
     for step in steps.values():
         for _ in range(args.warmup):
             step()

@@ -197,3 +197,54 @@ def test_masks_scores_and_rule_state_survive_a_tf_checkpoint(tmp_path):
         np.testing.assert_array_equal(after[name], before[name], err_msg=name)
     x = np.random.default_rng(10).normal(size=(5, 6, 6, 2)).astype("float32")
     np.testing.assert_array_equal(other.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def _sigmoid_dense():
+    layer = MaskedDense(3, mask_rule=SigmoidScores(2.0), use_bias=False)
+    layer.build((None, 4))
+    rng = np.random.default_rng(11)
+    layer.scores.assign(rng.normal(size=(4, 3)))
+    layer.raw_kernel.assign(rng.normal(size=(4, 3)))
+    return layer
+
+
+def test_forward_mask_reuses_the_traced_forward_pass_mask_and_its_gradient_path():
+    x = np.random.default_rng(12).normal(size=(2, 4)).astype("float32")
+
+    def loss_and_grad(mask_of):
+        layer = _sigmoid_dense()
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(layer(x, training=True)) + tf.reduce_sum(mask_of(layer))
+            return loss, tape.gradient(loss, layer.scores.value)
+
+        graph = step.get_concrete_function().graph
+        sigmoids = sum(op.type == "Sigmoid" for op in graph.get_operations())
+        loss, grad = step()
+        return loss.numpy(), grad.numpy(), sigmoids
+
+    reused = loss_and_grad(lambda layer: layer.forward_mask(training=True))
+    fresh = loss_and_grad(lambda layer: layer.effective_mask(training=True))
+    assert (reused[2], fresh[2]) == (1, 2)  # σ(β·s) computed once instead of twice
+    np.testing.assert_allclose(reused[0], fresh[0], rtol=1e-6)
+    np.testing.assert_allclose(reused[1], fresh[1], rtol=1e-6)
+
+
+def test_forward_mask_is_computed_afresh_eagerly_or_for_another_training_flag():
+    layer = _sigmoid_dense()
+    x = np.ones((1, 4), "float32")
+    layer(x, training=True)
+    layer.beta.assign(5.0)  # eagerly nothing is cached: the mask follows the new β
+    expected = tf.sigmoid(5.0 * layer.scores.value).numpy()
+    np.testing.assert_allclose(layer.forward_mask().numpy(), expected, rtol=1e-6)
+
+    @tf.function
+    def sigmoids_for(training):
+        layer(x, training=True)
+        layer.forward_mask(training=training)
+        return 0
+
+    graph = sigmoids_for.get_concrete_function(False).graph
+    assert sum(op.type == "Sigmoid" for op in graph.get_operations()) == 2

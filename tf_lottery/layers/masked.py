@@ -22,6 +22,36 @@ from tf_lottery.layers.mask_rules import get_rule
 _PACKAGE = "tf_lottery"
 
 
+class _ForwardMask:
+    """The mask a layer's forward pass used, kept for `forward_mask` with the graph, replica
+    context and `training` it belongs to (a plain object: neither tracked nor saved)."""
+
+    def __init__(self):
+        self.recording, self._context, self._tensor = False, None, None
+
+    @staticmethod
+    def _context_of(training):
+        return (tf.compat.v1.get_default_graph(), tf.distribute.get_replica_context(),
+                bool(training))
+
+    def start(self):
+        self.recording, self._context, self._tensor = not tf.executing_eagerly(), None, None
+
+    def set(self, training, tensor):
+        self._context, self._tensor = self._context_of(training), tensor
+
+    def get(self, training):
+        if self._tensor is None or tf.executing_eagerly():
+            return None
+        return self._tensor if self._context == self._context_of(training) else None
+
+    def __deepcopy__(self, memo):
+        return _ForwardMask()
+
+    def __reduce__(self):
+        return _ForwardMask, ()
+
+
 class MaskedLayerMixin:
     """Mask, scores and rule handling shared by the masked layers; put it first in the bases,
     before the Keras layer it extends."""
@@ -31,6 +61,7 @@ class MaskedLayerMixin:
         self.mask_rule = get_rule(mask_rule)
         self.score_initializer = get_score_initializer(score_initializer)
         self._mask_training = None
+        self._forward_mask = _ForwardMask()
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -54,7 +85,10 @@ class MaskedLayerMixin:
     @property
     def kernel(self):
         kernel = self._kernel
-        return kernel * tf.cast(self.effective_mask(self._mask_training), kernel.dtype)
+        mask = self.effective_mask(self._mask_training)
+        if self._forward_mask.recording:
+            self._forward_mask.set(self._mask_training, mask)
+        return kernel * tf.cast(mask, kernel.dtype)
 
     @kernel.setter
     def kernel(self, variable):
@@ -64,16 +98,28 @@ class MaskedLayerMixin:
         """The mask the forward pass multiplies into the kernel (soft for some rules)."""
         return self.mask_rule.mask(self, training=training)
 
+    def forward_mask(self, training=True):
+        """The mask tensor of this layer's latest forward pass traced into the current graph
+        (a tf.function's, e.g. the training step's) with the same `training`, so that a loss
+        term on the mask (continuous sparsification's L1) shares its computation and gradient
+        path instead of computing it again; eagerly, or before such a forward pass, the mask
+        is computed afresh. Within one graph it is the mask as of that forward pass: use it in
+        the same step, not after assigning the scores or the rule's variables."""
+        mask = self._forward_mask.get(training)
+        return self.effective_mask(training) if mask is None else mask
+
     def binary_mask(self):
         """The 0/1 ticket mask of this layer under its rule."""
         return self.mask_rule.binary_mask(self)
 
     def call(self, inputs, training=None):
         self._mask_training = training  # read by `kernel` while the parent's call runs
+        self._forward_mask.start()
         try:
             return super().call(inputs)
         finally:
             self._mask_training = None
+            self._forward_mask.recording = False
 
     def get_config(self):
         return {**super().get_config(),

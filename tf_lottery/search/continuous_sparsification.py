@@ -310,7 +310,8 @@ class ContinuousSparsificationSearch(MaskLearningSearch):
         return SigmoidScores(self.initial_beta)
 
     def soft_mask(self, layer):
-        return layer.mask_rule.mask(layer, training=True)  # σ(β·s) (⊙ an all-ones mask)
+        # σ(β·s) (⊙ an all-ones mask): the forward pass's own tensor, not computed again
+        return layer.forward_mask(training=True)
 
     def beta_at(self, step, total_steps):
         """β after `step` of `total_steps` optimizer steps of a round (floats or tensors)."""
