@@ -10,8 +10,7 @@ table of mean ± std over the seeds.
     python bench/cs_vs_imp.py            # 3 seeds, full data (tens of minutes on a CPU)
     python bench/cs_vs_imp.py --quick    # tiny data and rounds: a smoke run of a minute or two
 
-IMP comes from tf_lottery.search.imp (IMPSearch(prune_fraction=..., num_rounds=..., rewind_to=...));
-without it only CS (and the dense reference) run, and the table says so.
+--methods CS runs CS alone (e.g. another λ against an IMP table already measured).
 """
 import argparse
 import functools
@@ -36,20 +35,12 @@ from tf_lottery.masks import get_masks  # noqa: E402
 from tf_lottery.models import build_model  # noqa: E402
 from tf_lottery.search import rounds  # noqa: E402
 from tf_lottery.search.continuous_sparsification import ContinuousSparsificationSearch  # noqa: E402
+from tf_lottery.search.imp import IMPSearch  # noqa: E402
 from tf_lottery.search.rewind import INIT, rewind_path, save_dense_weights  # noqa: E402
 from tf_lottery.search.ticket_evaluation import retrain_ticket  # noqa: E402
 from tf_lottery.training.recipe import TrainingRecipe  # noqa: E402
 
 MODEL = "lenet_300_100"
-
-
-def imp_search_class():
-    """IMPSearch, or None with the reason."""
-    try:
-        from tf_lottery.search.imp import IMPSearch
-    except ImportError as e:
-        return None, f"IMP unavailable ({e}); it lives on branch 'imp' until merged"
-    return IMPSearch, None
 
 
 def make_recipe(args):
@@ -165,6 +156,7 @@ def parse_args(argv=None):
     parser.add_argument("--cs_max_rounds", type=int, default=None)
     parser.add_argument("--imp_prune_fraction", type=float, default=0.2)
     parser.add_argument("--imp_max_rounds", type=int, default=None)
+    parser.add_argument("--methods", nargs="+", choices=["CS", "IMP"], default=["CS", "IMP"])
     parser.add_argument("--workdir", default=None, help="kept for inspection; default: a temp dir")
     args = parser.parse_args(argv)
     args.epochs = args.epochs or (1 if args.quick else 3)
@@ -183,7 +175,6 @@ def main(argv=None):
     root = args.workdir or tempfile.mkdtemp(prefix="cs_vs_imp_")
     size = dict(train_examples=2048, test_examples=1000) if args.quick else {}
     recipe = make_recipe(args)
-    imp_class, imp_missing = imp_search_class()
     notes = [f"LeNet-300-100 on Fashion-MNIST{' (quick: 2048/1000 examples)' if args.quick else ''}"
              f", Adam {args.learning_rate:g}, batch {args.batch_size}, {args.epochs} epoch(s) per "
              f"round; tickets retrained from w_0 for {args.epochs} epoch(s)",
@@ -191,10 +182,7 @@ def main(argv=None):
              f"(exponential), rewinding to w_0, at most {args.cs_max_rounds} rounds",
              f"IMP: prune fraction {args.imp_prune_fraction:g} per round, rewinding to w_0, at "
              f"most {args.imp_max_rounds} rounds"]
-    if imp_missing:
-        print(f"[cs_vs_imp] {imp_missing}: running CS only", file=sys.stderr)
-        notes.append(imp_missing)
-    rows = {"CS": [], **({"IMP": []} if imp_class else {})}
+    rows = {method: [] for method in args.methods}
     dense = []
     seeds = list(range(args.seeds))
     start = time.time()
@@ -205,23 +193,21 @@ def main(argv=None):
         dense.append(dense_reference(os.path.join(root, f"dense_seed{seed}"), dataset, seed,
                                      recipe))
 
-        def cs(num_rounds):
-            return ContinuousSparsificationSearch(
+        searches = {
+            "CS": (lambda num_rounds: ContinuousSparsificationSearch(
                 num_rounds=num_rounds, recipe=recipe, l1_penalty=args.cs_l1_penalty,
-                initial_score=args.cs_initial_score, rewind_to=INIT, evaluate_tickets=False)
-
-        experiment, results = search_until(cs, os.path.join(root, f"cs_seed{seed}"), dataset,
-                                           seed, args.targets, args.cs_max_rounds)
-        rows["CS"].append(evaluate_targets("CS", experiment, results, args.targets, recipe))
-        if imp_class:
-            def imp(num_rounds):
-                return imp_class(prune_fraction=args.imp_prune_fraction, num_rounds=num_rounds,
-                                 rewind_to=INIT, recipe=recipe)
-
-            experiment, results = search_until(imp, os.path.join(root, f"imp_seed{seed}"),
-                                               dataset, seed, args.targets, args.imp_max_rounds)
-            rows["IMP"].append(evaluate_targets("IMP", experiment, results, args.targets,
-                                                recipe))
+                initial_score=args.cs_initial_score, rewind_to=INIT, evaluate_tickets=False),
+                args.cs_max_rounds),
+            "IMP": (lambda num_rounds: IMPSearch(
+                prune_fraction=args.imp_prune_fraction, num_rounds=num_rounds, rewind_to=INIT,
+                recipe=recipe), args.imp_max_rounds)}
+        for method in args.methods:
+            make_search, most_rounds = searches[method]
+            experiment, results = search_until(
+                make_search, os.path.join(root, f"{method.lower()}_seed{seed}"), dataset, seed,
+                args.targets, most_rounds)
+            rows[method].append(evaluate_targets(method, experiment, results, args.targets,
+                                                 recipe))
     notes.append(f"{len(seeds)} seed(s), {time.time() - start:.0f} s in all; runs in {root}")
     print()
     print(table(rows, args.targets, seeds, dense, notes))

@@ -1,9 +1,7 @@
 """Benchmark (not a test): what each ticket search costs to reach one sparsity on real
 Fashion-MNIST (LeNet-300-100): total training epochs and wall time, side by side.
 
-  IMP       iterative magnitude pruning, prune fraction p per round, rewinding to w_0 (Adam);
-            needs tf_lottery.search.imp (branch 'imp' until merged): skipped, with a message,
-            where it is not importable
+  IMP       iterative magnitude pruning, prune fraction p per round, rewinding to w_0 (Adam)
   CS        continuous sparsification (Adam for w; λ, s_0 as bench/cs_vs_imp.py), rounds until
             the ticket is at least as sparse as the target (or --cs-max-rounds)
   EP        edge-popup: one cycle at the target's remaining fraction (SGD 0.1, cosine)
@@ -17,7 +15,6 @@ of search training (`search_epochs`) and the rounds' wall time as the search rec
     python bench/search_cost.py --quick    # 2048 images, target 50%: a smoke run
 """
 import argparse
-import functools
 import os
 import sys
 import tempfile
@@ -25,12 +22,13 @@ import time
 
 import _harness  # noqa: F401  (sets sys.path and TF logging first)
 from _harness import configure, print_settings, table
-from cs_vs_imp import MODEL, imp_search_class, make_experiment, search_until
+from cs_vs_imp import MODEL, make_experiment, search_until
 
 from tf_lottery.data import load_dataset
 from tf_lottery.data.datasets import DEBIAN_FASHION_MNIST_DIR
 from tf_lottery.search.continuous_sparsification import ContinuousSparsificationSearch
 from tf_lottery.search.edge_popup import EdgePopupSearch
+from tf_lottery.search.imp import IMPSearch
 from tf_lottery.search.rewind import INIT
 from tf_lottery.training.recipe import TrainingRecipe
 
@@ -66,19 +64,14 @@ def sgd(args):
 
 
 def searches(args):
-    """{method: (make_search(num_rounds), most rounds)}; IMP only where importable."""
+    """{method: (make_search(num_rounds), most rounds)}."""
     remaining = 1.0 - args.target_sparsity
     prunings = 0
     while (1 - args.imp_prune_fraction) ** prunings > remaining + 1e-9:
         prunings += 1
-    methods = {}
-    imp_class, missing = imp_search_class()
-    if imp_class is None:
-        print(f"[search_cost] skipping IMP: {missing}", flush=True)
-    else:
-        methods["IMP"] = (lambda n: imp_class(prune_fraction=args.imp_prune_fraction,
-                                              num_rounds=n, rewind_to=INIT, recipe=adam(args)),
-                          prunings + 1)  # round 0 trains the dense network
+    methods = {"IMP": (lambda n: IMPSearch(prune_fraction=args.imp_prune_fraction, num_rounds=n,
+                                           rewind_to=INIT, recipe=adam(args)),
+                       prunings + 1)}  # round 0 trains the dense network
     methods["CS"] = (lambda n: ContinuousSparsificationSearch(
         num_rounds=n, recipe=adam(args), l1_penalty=args.cs_l1_penalty, initial_score=0.0,
         rewind_to=INIT, evaluate_tickets=False), args.cs_max_rounds)
@@ -87,7 +80,7 @@ def searches(args):
     methods["soft iEP"] = (lambda n: EdgePopupSearch(
         variant="soft_lr", cycles=args.cycles, target_remaining=remaining, recipe=sgd(args)),
         1)
-    return methods, imp_class is None
+    return methods
 
 
 def main():
@@ -99,15 +92,14 @@ def main():
     size = dict(train_examples=2048, test_examples=1000) if args.quick else {}
     dataset = load_dataset("fashion_mnist", source="local", batch_size=args.batch,
                            seed=args.seed, **size)
-    methods, imp_skipped = searches(args)
+    methods = searches(args)
     print_settings("search cost to one sparsity", args, model=MODEL,
                    data=f"Fashion-MNIST, {dataset.info.num_train_examples} training images",
                    batch=args.batch, target_sparsity=args.target_sparsity,
                    epochs_per_round=args.epochs, seed=args.seed,
                    recipes="IMP/CS: Adam 1e-3 constant; EP/soft iEP: SGD 0.1 momentum 0.9 "
                            "cosine, weight decay 1e-4",
-                   imp=f"prune fraction {args.imp_prune_fraction}" + (
-                       " (SKIPPED: tf_lottery.search.imp not importable)" if imp_skipped else ""),
+                   imp=f"prune fraction {args.imp_prune_fraction}",
                    cs=f"λ {args.cs_l1_penalty:g}, s_0 0, at most {args.cs_max_rounds} rounds",
                    soft_iep=f"{args.cycles} cycles")
     rows = []

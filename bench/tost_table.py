@@ -16,10 +16,11 @@ with it (the dense net reaches 15-30% test accuracy in the 2 quick epochs, 75% w
 
 Every mask of a seed starts from the same initialisation θ0 of that seed: random (layer-wise
 uniform) and SNIP (global, one batch) are computed at θ0 by ToSTTraining; the IMP masks come
-from a simple loop here (tf_lottery.search.imp is not on main): train from θ0, prune the
-smallest-magnitude weights of each layer (pruning.magnitude_masks, layer-wise as Frankle & Carbin
-prune conv nets; ranked globally after the quick run's 32 steps, the classifier kept 0.1% of its
-weights at 90% sparsity) to the next sparsity of the schedule, rewind to θ0, repeat; the masks
+from a plain loop here (so that the tickets land exactly on these sparsities): train from θ0,
+prune the smallest-magnitude weights of each layer (pruning.magnitude_masks, layer-wise as
+Frankle & Carbin prune conv nets; ranked globally after the quick run's 32 steps, the classifier
+kept 0.1% of its weights at 90% sparsity) to the next sparsity of the schedule, rewind to θ0,
+repeat; the masks
 at 90/95/98% are saved as ticket files (weights θ0) and trained with mask_source='ticket'.
 Runs live under --workdir: a rerun skips what is done.
 """
