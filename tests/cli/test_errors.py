@@ -12,26 +12,16 @@ import sys
 import numpy as np
 import pytest
 
+from tests.cli.train_process import GIN, ROOT, TINY, run_train
 from tests.conftest import needs_fashion_mnist
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GIN = "--gin_file=gin_configs/soft_iep.gin"
-TINY = ["--gin_bindings=load_dataset.train_examples=512",
-        "--gin_bindings=load_dataset.test_examples=256",
-        "--gin_bindings=load_dataset.batch_size=64",
-        "--gin_bindings=TrainingRecipe.epochs=1",
-        "--gin_bindings=EdgePopupSearch.cycles=2",
-        "--gin_bindings=build_model.plan=[8, 'pool']",
-        "--gin_bindings=build_model.dense_units=[16]"]
 # TensorFlow's native start-up logs (oneDNN, CUDA probing), written before Python can stop them
 _NATIVE_LOG = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
                          r"|[IWE]\d{4} [\d:. ]+\d+ \w+\.cc:\d+\] )")
 
 
 def _train(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, os.path.join(ROOT, "bin", "train"), GIN, *TINY, *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    return run_train(GIN, *TINY, *args)
 
 
 def _stderr(result):
@@ -153,7 +143,8 @@ def test_nan_loss_stops_the_round_keeps_the_last_good_checkpoint(tmp_path):
                  "--gin_bindings=TrainingRecipe.warmup_epochs=2",
                  "--gin_bindings=TrainingRecipe.epochs=2"]
     line = _one_error_line(_train(f"--workdir={workdir}", *diverging))
-    match = re.fullmatch(r"error: the loss became NaN/inf in epoch 2, step (\d+); training "
+    match = re.fullmatch(r"error: training diverged \(NaN/inf\) in epoch 2, (step \d+|in "
+                         r"variable \S+); training "
                          r"stopped; last good checkpoint: (\S+) \(earlier rounds are intact\)\. "
                          r"Lower the learning rate or check the data\.", line)
     assert match, line

@@ -1,27 +1,14 @@
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests.cli.train_process import TINY, run_train
 from tests.conftest import needs_fashion_mnist
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TINY = ["--gin_bindings=load_dataset.train_examples=512",
-        "--gin_bindings=load_dataset.test_examples=256",
-        "--gin_bindings=load_dataset.batch_size=64",
-        "--gin_bindings=TrainingRecipe.epochs=1",
-        "--gin_bindings=EdgePopupSearch.cycles=2",
-        "--gin_bindings=build_model.plan=[8, 'pool']",
-        "--gin_bindings=build_model.dense_units=[16]"]
-
-
 def _train(*args):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    return subprocess.run([sys.executable, os.path.join(ROOT, "bin", "train"), *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    return run_train(*args, timeout=600)
 
 
 @needs_fashion_mnist

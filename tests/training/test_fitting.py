@@ -65,6 +65,26 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, caps
 def test_nan_loss_stops_with_one_readable_error_and_keeps_last_good_checkpoint(tmp_path):
     model = _model()
     _fit(model, str(tmp_path), epochs=1)
-    with pytest.raises(TrainingError, match=r"NaN/inf in epoch 2, step \d+.*ckpt-1"):
+    with pytest.raises(TrainingError, match=r"\(NaN/inf\) in epoch 2, step \d+.*ckpt-1"):
         _fit(_model(), str(tmp_path), epochs=2, loss=_nan_loss)
+    assert [h["epoch"] for h in read_history(os.path.join(tmp_path, "history.json"))] == [0]
+
+
+@needs_fashion_mnist
+def test_a_variable_going_non_finite_under_a_finite_loss_stops_the_round(tmp_path):
+    model = _model()
+    _fit(model, str(tmp_path), epochs=1)
+
+    class BreakAVariable(keras.callbacks.Callback):  # as overflowing edge-popup scores do
+        def on_epoch_end(self, epoch, logs=None):
+            variable = model.trainable_variables[0]
+            variable.assign(np.full(variable.shape, np.inf, "float32"))
+
+    recipe = TrainingRecipe(optimizer="sgd", learning_rate=0.05, epochs=2,
+                            lr_schedule="constant", jit_compile=False)
+    data = tiny_data()
+    name = model.trainable_variables[0].path
+    with pytest.raises(TrainingError, match=rf"epoch 2, in variable {name}.*ckpt-1"):
+        fit_round(model, data, recipe.make_optimizer(data.steps_per_epoch), recipe.make_loss(),
+                  2, str(tmp_path), callbacks=[BreakAVariable()], verbose=0, validate=False)
     assert [h["epoch"] for h in read_history(os.path.join(tmp_path, "history.json"))] == [0]

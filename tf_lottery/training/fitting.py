@@ -1,6 +1,7 @@
 """One round of `model.fit` that survives a kill: epoch checkpoints with tf.train.CheckpointManager,
-restart from the last good one (falling back past a corrupt one), a NaN loss stopping the round
-with one readable error, and the per-epoch history kept on disk across restarts."""
+restart from the last good one (falling back past a corrupt one), a NaN/inf loss or trainable
+variable stopping the round with one readable error, and the per-epoch history kept on disk
+across restarts."""
 import json
 import math
 import os
@@ -40,8 +41,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
         val_loss = (logs or {}).get("val_loss")
         if self.nan_at is None and val_loss is not None and not math.isfinite(float(val_loss)):
             self.nan_at = f"epoch {epoch + 1}, after its last step (validation loss)"
-            self.model.stop_training = True
+        # Scores behind a 0/1 mask (edge-popup) can overflow while the loss stays finite.
+        broken = self.nan_at is None and _first_non_finite(self.model.trainable_variables)
+        if broken:
+            self.nan_at = f"epoch {epoch + 1}, in variable {broken}"
         if self.nan_at is not None:
+            self.model.stop_training = True
             return
         logs = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
         history = read_history(self.history_path)
@@ -51,6 +56,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
             json.dump(history, f)
         os.replace(tmp, self.history_path)
         self.manager.save(checkpoint_number=epoch + 1)
+
+
+def _first_non_finite(variables):
+    """The path of the first variable holding a NaN or inf, else None."""
+    for variable in variables:
+        if not bool(tf.reduce_all(tf.math.is_finite(variable.value))):
+            return variable.path
+    return None
 
 
 def read_history(path):
@@ -105,7 +118,7 @@ def fit_round(model, dataset, optimizer, loss, epochs, directory, callbacks=(), 
         if saver.nan_at is not None:
             last = manager.latest_checkpoint or "none yet in this round"
             raise TrainingError(
-                f"the loss became NaN/inf in {saver.nan_at}; training stopped; last good "
+                f"training diverged (NaN/inf) in {saver.nan_at}; training stopped; last good "
                 f"checkpoint: {last} (earlier rounds are intact). Lower the learning rate or "
                 f"check the data.")
     return read_history(history_path)
