@@ -177,11 +177,13 @@ def main(argv=None):
     recipe = make_recipe(args)
     notes = [f"LeNet-300-100 on Fashion-MNIST{' (quick: 2048/1000 examples)' if args.quick else ''}"
              f", Adam {args.learning_rate:g}, batch {args.batch_size}, {args.epochs} epoch(s) per "
-             f"round; tickets retrained from w_0 for {args.epochs} epoch(s)",
-             f"CS: λ = {args.cs_l1_penalty:g}, s_0 = {args.cs_initial_score:g}, β 1 → 100 "
-             f"(exponential), rewinding to w_0, at most {args.cs_max_rounds} rounds",
-             f"IMP: prune fraction {args.imp_prune_fraction:g} per round, rewinding to w_0, at "
-             f"most {args.imp_max_rounds} rounds"]
+             f"round; tickets retrained from w_0 for {args.epochs} epoch(s)"]
+    if "CS" in args.methods:
+        notes.append(f"CS: λ = {args.cs_l1_penalty:g}, s_0 = {args.cs_initial_score:g}, β 1 → "
+                     f"100 (exponential), rewinding to w_0, at most {args.cs_max_rounds} rounds")
+    if "IMP" in args.methods:
+        notes.append(f"IMP: prune fraction {args.imp_prune_fraction:g} per round, rewinding to "
+                     f"w_0, at most {args.imp_max_rounds} rounds")
     rows = {method: [] for method in args.methods}
     dense = []
     seeds = list(range(args.seeds))
