@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.analysis.workdir_runs import edge_popup_run, magnitude_run
+from tests.analysis.workdir_runs import edge_popup, magnitude  # noqa: F401 (fixtures)
 from tests.conftest import needs_fashion_mnist
 from tf_lottery.analysis.angular import angular_distance_matrix
 from tf_lottery.analysis.workdir import Workdir, lmc_metrics, read_kernels
@@ -13,16 +13,6 @@ from tf_lottery.errors import DataError
 from tf_lottery.layers import MaskedDense
 from tf_lottery.layers.mask_rules import BernoulliScores, FixedMask, SigmoidScores, TopKScores
 from tf_lottery.search import rounds
-
-
-@pytest.fixture(scope="module")
-def edge_popup(tmp_path_factory):
-    return edge_popup_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def magnitude(tmp_path_factory):
-    return magnitude_run(tmp_path_factory)
 
 
 def _assert_same_network(disk, live):

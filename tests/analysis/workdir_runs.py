@@ -1,6 +1,7 @@
 """Tiny real runs whose workdirs the workdir, report and round-loop tests read (each trained once
 per test session), with the live state of the network recorded at init and after every round."""
 import keras
+import pytest
 
 from tests.search.helpers import tiny_data, tiny_net
 from tf_lottery import masks as masks_lib
@@ -110,3 +111,14 @@ def magnitude_run(tmp_path_factory):
         keras.utils.set_random_seed(0)
         _RUNS["magnitude"] = _execute(tmp_path_factory, "magnitude", MagnitudeRounds())
     return _RUNS["magnitude"]
+
+
+# Module-scoped fixtures for the test modules that import them: one tiny run per module.
+@pytest.fixture(scope="module")
+def edge_popup(tmp_path_factory):
+    return edge_popup_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def magnitude(tmp_path_factory):
+    return magnitude_run(tmp_path_factory)

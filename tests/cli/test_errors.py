@@ -69,22 +69,15 @@ def _assert_rounds_intact(workdir, before):
 
 
 @needs_fashion_mnist
-def test_unknown_dataset_name_suggests_the_closest(earlier_run):
+@pytest.mark.parametrize("binding, expected", [
+    ("load_dataset.name='fashion_mnst'", ["unknown dataset 'fashion_mnst'", "'fashion_mnist'?"]),
+    ("build_model.name='resnet_19'", ["unknown model 'resnet_19'", "Did you mean 'resnet18'?"]),
+], ids=["dataset", "model"])
+def test_unknown_name_suggests_the_closest(earlier_run, binding, expected):
     before = _digests(earlier_run)
-    result = _train(f"--workdir={earlier_run}", "--resume",
-                    "--gin_bindings=load_dataset.name='fashion_mnst'")
-    line = _one_error_line(result)
-    assert "unknown dataset 'fashion_mnst'" in line and "'fashion_mnist'?" in line
-    _assert_rounds_intact(earlier_run, before)
-
-
-@needs_fashion_mnist
-def test_unknown_model_name_suggests_the_closest(earlier_run):
-    before = _digests(earlier_run)
-    result = _train(f"--workdir={earlier_run}", "--resume",
-                    "--gin_bindings=build_model.name='resnet_19'")
-    line = _one_error_line(result)
-    assert "unknown model 'resnet_19'" in line and "Did you mean 'resnet18'?" in line
+    line = _one_error_line(_train(f"--workdir={earlier_run}", "--resume",
+                                  f"--gin_bindings={binding}"))
+    assert all(text in line for text in expected), line
     _assert_rounds_intact(earlier_run, before)
 
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 from matplotlib import image as mpimg
 
-from tests.analysis.workdir_runs import edge_popup_run, magnitude_run
+from tests.analysis.workdir_runs import edge_popup, magnitude  # noqa: F401 (fixtures)
 from tests.conftest import needs_fashion_mnist
 from tf_lottery.analysis.workdir import Workdir
 from tf_lottery.cli.report import REPORT_FILE, run_labels, write_report
@@ -16,16 +16,6 @@ from tf_lottery.search import rounds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def edge_popup(tmp_path_factory):
-    return edge_popup_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def magnitude(tmp_path_factory):
-    return magnitude_run(tmp_path_factory)
 
 
 def _assert_readable_png(path):

@@ -53,6 +53,17 @@ def _plot_series(axis, points, scale=1.0, **style):
     return bool(points)
 
 
+def _finish_remaining_plot(drawn, figure, axis, ylabel, title, path):
+    """Label a plot against remaining weights and save it; None when nothing was drawn."""
+    if not drawn:
+        return None
+    _remaining_axis(axis)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize="small")
+    return _save(figure, path)
+
+
 def accuracy_plot(runs, path):
     """Test accuracy vs remaining weights: one line per run, its controls (control_test_accuracy)
     and retrained tickets (retrained_test_accuracy) dashed and dotted in the same colour."""
@@ -68,13 +79,8 @@ def accuracy_plot(runs, path):
                      marker="s", linestyle="--", label=f"{label}: {name} control")
         _plot_series(axis, _series(workdir, "retrained_test_accuracy"), 100, color=color,
                      marker="^", linestyle=":", label=f"{label}: retrained ticket")
-    if not drawn:
-        return None
-    _remaining_axis(axis)
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title("Test accuracy vs remaining weights")
-    axis.legend(fontsize="small")
-    return _save(figure, path)
+    return _finish_remaining_plot(drawn, figure, axis, "test accuracy (%)",
+                                  "Test accuracy vs remaining weights", path)
 
 
 def _heatmap(axis, matrix, names, title, vmax, colorbar_label):
@@ -152,13 +158,8 @@ def dying_plot(runs, path):
         if apparent and not np.allclose([v for _, v in apparent], [v for _, v in dying]):
             _plot_series(axis, apparent, 100, color=f"C{i % 10}", marker="s", linestyle="--",
                          label=f"{label}: apparent (within the search space)")
-    if not drawn:
-        return None
-    _remaining_axis(axis)
-    axis.set_ylabel("dying ratio (%)")
-    axis.set_title("Edges never selected vs remaining weights")
-    axis.legend(fontsize="small")
-    return _save(figure, path)
+    return _finish_remaining_plot(drawn, figure, axis, "dying ratio (%)",
+                                  "Edges never selected vs remaining weights", path)
 
 
 def activation_sparsity_plot(label, workdir, path):
