@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 
@@ -93,16 +95,22 @@ def test_each_variant_starts_cycle_two_as_table3_says(tmp_path, variant):
     experiment = Experiment(workdir=str(tmp_path), search=search, model_fn=tiny_net,
                             dataset=tiny_data(), verbose=0, tensorboard=False)
     results = experiment.run()
-    hard, score_rule, _ = VARIANTS[variant]
+    hard, score_rule, lr_rule = VARIANTS[variant]
     s0 = search.initial_scores
+    # 4 steps per cosine cycle: cycle 1 last applied γ(3) = 0.05(1 + cos(3π/4)); fine-tuning
+    # goes on at that rate (constant), the other variants rewind the schedule
+    last = 0.05 * (1 + math.cos(math.pi * 3 / 4))
+    assert results[0]["final_learning_rate"] == pytest.approx(last, rel=1e-5)
+    assert results[1]["final_learning_rate"] == pytest.approx(last, rel=1e-5)
     for name in s0:
         start1, end1, start2 = recorder.starts[0][name], recorder.ends[0][name], recorder.starts[1][name]
         m1 = end1["binary"]
         # weights are frozen at θ0 in every cycle
         assert np.array_equal(start1["kernel"], end1["kernel"])
         assert np.array_equal(start2["kernel"], recorder.ends[1][name]["kernel"])
-        # scores trained in cycle 1
+        # scores trained in cycle 1 and in cycle 2 (fine-tuning too)
         assert not np.array_equal(start1["scores"], end1["scores"])
+        assert not np.array_equal(start2["scores"], recorder.ends[1][name]["scores"])
         expected_scores = {"s0": s0[name], "inherit": end1["scores"],
                            "zero_inherit": m1 * end1["scores"], "zero_s0": m1 * s0[name]}
         if score_rule == "fresh":
@@ -145,3 +153,22 @@ def test_only_scores_are_trainable_and_batchnorm_non_affine_by_default(tmp_path)
     names = sorted(v.path for v in model.trainable_weights)
     assert names == ["conv/scores", "fc/scores", "output/scores"]
     assert not model.network.get_layer("bn").center and not model.network.get_layer("bn").scale
+
+
+@needs_fashion_mnist
+def test_weight_decay_acts_on_the_scores_as_in_the_reference_code(tmp_path):
+    """Edge-popup's PyTorch SGD decays every parameter it trains, the scores: one step with a zero
+    loss gradient moves s to s·(1 − lr·wd) (coupled L2: the buffer starts at wd·s)."""
+    search = EdgePopupSearch(variant="ep", cycles=1, shrinkage=0.5, recipe=TrainingRecipe(
+        learning_rate=0.1, weight_decay=0.01, lr_schedule="constant"))
+    experiment = Experiment(workdir=str(tmp_path), search=search, model_fn=tiny_net,
+                            dataset=tiny_data(), verbose=0, tensorboard=False)
+    model = search.build(experiment)
+    model(np.zeros((1, 28, 28, 1), np.float32))
+    optimizer = search.make_optimizer(0, experiment)
+    before = {v.path: v.numpy().copy() for v in model.trainable_weights}
+    optimizer.apply_gradients([(np.zeros(v.shape, np.float32), v)
+                               for v in model.trainable_weights])
+    for variable in model.trainable_weights:
+        np.testing.assert_allclose(variable.numpy(), before[variable.path] * (1 - 0.1 * 0.01),
+                                   rtol=1e-6)

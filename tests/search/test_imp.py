@@ -1,4 +1,5 @@
 import json
+import math
 import os
 
 import keras
@@ -227,8 +228,8 @@ def test_weight_rewinding_restores_theta_k_and_its_learning_rate(tmp_path):
 @needs_fashion_mnist
 @pytest.mark.parametrize("rewind_to", ["lr", "finetune"])
 def test_learning_rate_rewinding_and_fine_tuning_keep_trained_weights(tmp_path, rewind_to):
-    # one epoch of 4 steps at 0.1; from step 4 on the rate is 0.01
-    recipe = _recipe(lr_schedule="step", lr_drop_epochs=(1,), lr_drop_factor=0.1)
+    # two epochs of 4 steps: 0.1 in the first, 0.01 in the second
+    recipe = _recipe(lr_schedule="step", lr_drop_epochs=(1,), lr_drop_factor=0.1, epochs=2)
     search = IMPSearch(prune_fraction=0.5, num_rounds=2, rewind_to=rewind_to, recipe=recipe)
     recorder = Recorder(search)
     experiment = _experiment(tmp_path, search)
@@ -240,6 +241,20 @@ def test_learning_rate_rewinding_and_fine_tuning_keep_trained_weights(tmp_path, 
         assert recorder.learning_rates[1] == pytest.approx([0.1, 0.01])
     else:  # fine-tuning: the final rate of the round before, constant
         assert recorder.learning_rates[1] == pytest.approx([0.01, 0.01])
+
+
+@needs_fashion_mnist
+def test_fine_tuning_under_cosine_continues_at_the_last_rate_applied(tmp_path):
+    """Renda et al.'s fine-tuning goes on at the rate the round ended with: under cosine that is
+    the rate of the last step, γ(T-1) > 0, not the schedule's value after it (0)."""
+    recipe = _recipe(lr_schedule="cosine", epochs=2)
+    search = IMPSearch(prune_fraction=0.5, num_rounds=2, rewind_to="finetune", recipe=recipe)
+    recorder = Recorder(search)
+    results = _experiment(tmp_path, search).run()
+    last = 0.05 * (1 + math.cos(math.pi * 7 / 8))  # step 7 of 8
+    assert results[0]["final_learning_rate"] == pytest.approx(last, rel=1e-5)
+    assert recorder.learning_rates[1] == pytest.approx([last, last], rel=1e-5)
+    assert not np.array_equal(_kernel(recorder.trained[1], "fc1"), _kernel(recorder.starts[1], "fc1"))
 
 
 def _prune_without_training(tmp_path, search, prunings):

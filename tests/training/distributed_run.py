@@ -4,6 +4,9 @@ before TensorFlow initialises).
     python -m tests.training.distributed_run mirrored OUT_DIR
         one process, 2 logical CPUs: every search below once on one device and once under
         MirroredStrategy over both, same global batch; writes OUT_DIR/<kind>_<strategy>.npz
+    python -m tests.training.distributed_run optimizer OUT_NPZ
+        one process, 2 logical CPUs: PyTorchSGD/PyTorchAdam with coupled weight decay fitted
+        on one device and under MirroredStrategy (the decay must be added once)
     python -m tests.training.distributed_run multi_worker OUT_JSON WORKDIR
         one worker of a MultiWorkerMirroredStrategy cluster (TF_CONFIG from the environment):
         a tiny soft iEP round through bin/train's code path; writes what it saw to OUT_JSON
@@ -163,6 +166,40 @@ def mirrored(out_dir):
             np.savez(os.path.join(out_dir, f"{kind}_{name}.npz"), **state)
 
 
+def optimizer(out_path):
+    """The same fit of a small Dense net with PyTorchSGD / PyTorchAdam (strong coupled weight
+    decay) on one device and on two replicas; writes the final kernels."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras
+    import numpy as np
+
+    from tf_lottery.training.optimizers import PyTorchAdam, PyTorchSGD
+    from tf_lottery.training.strategy import make_strategy
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 5)).astype("float32")
+    y = (x @ rng.normal(size=(5, 2))).astype("float32")
+    makers = {"sgd": lambda wd: PyTorchSGD(0.05, momentum=0.9, weight_decay=wd),
+              "adam": lambda wd: PyTorchAdam(0.01, weight_decay=wd)}
+    out = {}
+    for name, make in makers.items():
+        for run, wd, strategy in (("one_device", 0.2, tf.distribute.get_strategy()),
+                                  ("no_decay", 0.0, tf.distribute.get_strategy()),
+                                  ("mirrored", 0.2, make_strategy("mirrored",
+                                                                  devices=["/cpu:0", "/cpu:1"]))):
+            with strategy.scope():
+                model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(
+                    2, use_bias=False, kernel_initializer=keras.initializers.Constant(0.5))])
+                model.compile(optimizer=make(wd), loss="mse")
+            model.fit(x, y, batch_size=16, epochs=5, shuffle=False, verbose=0)
+            out[f"{name}_{run}"] = keras.ops.convert_to_numpy(model.layers[0].kernel)
+            out["replicas"] = np.int64(strategy.num_replicas_in_sync)
+    np.savez(out_path, **out)
+
+
 def multi_worker(out_json, workdir):
     """One worker of the cluster in TF_CONFIG, through bin/train's code path and gin files."""
     import numpy as np
@@ -190,4 +227,4 @@ def multi_worker(out_json, workdir):
 
 if __name__ == "__main__":
     mode, *args = sys.argv[1:]
-    {"mirrored": mirrored, "multi_worker": multi_worker}[mode](*args)
+    {"mirrored": mirrored, "multi_worker": multi_worker, "optimizer": optimizer}[mode](*args)

@@ -30,8 +30,9 @@ def test_step_schedule_with_warmup():
     assert _lr(schedule, 710) == pytest.approx(0.001)
 
 
-def test_constant_learning_rate_override_and_weight_decay_exclusion():
-    recipe = TrainingRecipe(optimizer="adamw", weight_decay=1e-4)
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_constant_learning_rate_override_and_weight_decay_exclusion(optimizer):
+    recipe = TrainingRecipe(optimizer=optimizer, weight_decay=1e-4)
     optimizer = recipe.make_optimizer(10, constant_learning_rate=0.003,
                                       exclude_from_weight_decay=["scores"])
     assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(0.003)
@@ -39,7 +40,9 @@ def test_constant_learning_rate_override_and_weight_decay_exclusion():
     kernel = keras.Variable([1.0, 1.0], name="kernel")
     optimizer.apply_gradients([(keras.ops.zeros(2), scores), (keras.ops.zeros(2), kernel)])
     assert list(keras.ops.convert_to_numpy(scores)) == [1.0, 1.0]  # no decay on the scores
-    assert float(keras.ops.convert_to_numpy(kernel)[0]) == pytest.approx(1 - 0.003 * 1e-4)
+    # one step of either rule from a zero gradient and an empty buffer: w(1 − lr·wd)
+    assert float(keras.ops.convert_to_numpy(kernel)[0]) == pytest.approx(1 - 0.003 * 1e-4,
+                                                                          rel=1e-7)
 
 
 def test_bad_recipes_are_config_errors():
@@ -49,3 +52,22 @@ def test_bad_recipes_are_config_errors():
         TrainingRecipe(label_smoothing=1.0)
     with pytest.raises(ConfigError, match="epochs"):
         TrainingRecipe(epochs=0)
+
+
+def test_cosine_updated_once_per_epoch_as_the_reference_code_steps_it():
+    """lr_update='epoch': epoch e of E trains at γ·½(1 + cos(πe/E)) for all its steps (edge-popup
+    code calls the scheduler once per epoch); warm-up epoch e at γ·(e+1)/W."""
+    recipe = TrainingRecipe(learning_rate=0.1, epochs=2, lr_schedule="cosine", lr_update="epoch")
+    schedule = recipe.schedule(steps_per_epoch=10)
+    assert [_lr(schedule, s) for s in (0, 9)] == pytest.approx([0.1, 0.1])
+    assert [_lr(schedule, s) for s in (10, 19)] == pytest.approx([0.05, 0.05])
+    assert recipe.learning_rate_at(1.5) == pytest.approx(0.05)
+    warm = TrainingRecipe(learning_rate=0.1, epochs=6, lr_schedule="cosine", lr_update="epoch",
+                          warmup_epochs=2)
+    schedule = warm.schedule(steps_per_epoch=10)
+    expected = [0.05, 0.1, 0.1, 0.05 * (1 + math.cos(math.pi / 4)), 0.05, 0.05 * (1 + math.cos(
+        3 * math.pi / 4))]
+    assert [_lr(schedule, 10 * e + 3) for e in range(6)] == pytest.approx(expected, abs=1e-6)
+    assert [warm.learning_rate_at(e + 0.3) for e in range(6)] == pytest.approx(expected)
+    with pytest.raises(ConfigError, match="lr_update"):
+        TrainingRecipe(lr_update="batch")

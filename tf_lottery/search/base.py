@@ -21,6 +21,7 @@ from tf_lottery import masks as masks_lib
 from tf_lottery.analysis.callbacks import epoch_records
 from tf_lottery.search import rounds
 from tf_lottery.training.fitting import fit_round
+from tf_lottery.training.optimizers import last_applied_learning_rate
 from tf_lottery.training.recipe import TrainingRecipe
 
 
@@ -118,7 +119,8 @@ class RoundSearch:
             search_epochs += epochs
             metrics = self.measure(model, dataset, history, epochs)
             metrics.update(search_epochs=search_epochs, wall_time_s=time.time() - start,
-                           final_learning_rate=_current_learning_rate(optimizer),
+                           # the rate of the round's last step: what fine-tuning continues at
+                           final_learning_rate=last_applied_learning_rate(optimizer),
                            num_rounds=self.num_rounds)
             records = epoch_records(callbacks)
             if records:  # what analysis callbacks measured during the round, by epoch
@@ -155,8 +157,3 @@ class RoundSearch:
                 f"{metrics['remaining_fraction']:.4f}, test accuracy "
                 f"{metrics['test_accuracy']:.4f}")
 
-
-def _current_learning_rate(optimizer):
-    import keras
-
-    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
