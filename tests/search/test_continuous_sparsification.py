@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from tests.search.helpers import built, constant_recipe, mlp, mlp_experiment
 from tf_lottery.errors import ConfigError
+from tf_lottery.layers import MaskedDense
 from tf_lottery.layers.mask_rules import BernoulliScores, FixedMask, SigmoidScores
 from tf_lottery.search import rounds
 from tf_lottery.search.continuous_sparsification import (
@@ -274,6 +275,28 @@ def test_cs_rounds_on_disk_with_decreasing_density_and_ticket_evaluation(tmp_pat
         assert r["algorithm"] == "continuous_sparsification"
     assert (tmp_path / "init" / "rewind_4it.npz").exists()
     assert (tmp_path / "round_01" / "retrain" / "metrics.json").exists()
+
+
+def user_sequential(input_shape, num_classes, mask_rule=None, score_initializer="zeros"):
+    """A user's model as users write them: a Sequential, every name left to Keras."""
+    return keras.Sequential([
+        keras.Input(input_shape), keras.layers.Flatten(),
+        MaskedDense(8, activation="relu", mask_rule=mask_rule,
+                    score_initializer=score_initializer),
+        MaskedDense(num_classes, mask_rule=mask_rule, score_initializer=score_initializer)])
+
+
+def test_ticket_evaluation_of_a_sequential_with_automatic_names(tmp_path):
+    # the ticket is evaluated and retrained in networks built after the search's own: their
+    # automatic names ('sequential_1/masked_dense_2') must not matter
+    keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])  # names taken before the run
+    search = cs(num_rounds=1, evaluate_tickets=True, l1_penalty=1e-3, initial_score=0.05)
+    results = mlp_experiment(tmp_path, search, model_fn=user_sequential).run()
+    assert 0 <= results[0]["retrained_test_accuracy"] <= 1
+    ticket = rounds.load_round_masks(str(tmp_path), 0)
+    assert sorted(ticket) == ["masked_dense", "masked_dense_1"]
+    assert results[0]["retrained_remaining_fraction"] == pytest.approx(
+        results[0]["remaining_fraction"])
 
 
 def test_config_errors():
