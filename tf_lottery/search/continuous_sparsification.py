@@ -26,10 +26,16 @@ and those layers are then swapped for FixedMask twins holding the same weights (
 takes one rule for the whole network; a copy keeps model_fn simple and works for any functional
 or Sequential network).
 
-Every round also records `ticket_test_accuracy` (the ticket with the round's final weights, no
-training) and, with evaluate_tickets, `retrained_test_accuracy`: the ticket trained afresh from
-the rewind point `evaluation_rewind_to` (ticket_evaluation.retrain_ticket), the measure the paper
-compares tickets by.
+Every round records three test accuracies, all on its console line and in bin/report:
+
+    test_accuracy            the search's own network at the round's end: for CS the soft mask
+                             σ(β_T·s_T) ⊙ w, for ISS the mask 1[s_T > 0] ⊙ w
+    ticket_test_accuracy     the binary ticket with the round's final weights, no training: the
+                             round's ticket masks (CS: b(s_T), what export folds into the kernels,
+                             so it is what the exported model scores) on a FixedMask copy
+    retrained_test_accuracy  (evaluate_tickets) the ticket trained afresh from the rewind point
+                             `evaluation_rewind_to` (ticket_evaluation.retrain_ticket), the
+                             measure the paper compares tickets by
 """
 import os
 
@@ -246,6 +252,15 @@ class MaskLearningSearch(RoundSearch):
     def ticket_masks(self, model):
         return {layer.name: np.asarray(layer.binary_mask(), np.float32) for layer in self.layers}
 
+    network_mask = "the search's mask"  # what test_accuracy measures, for the console line
+
+    def describe_round(self, index, metrics):
+        text = (f"{super().describe_round(index, metrics)} ({self.network_mask}), ticket test "
+                f"accuracy {metrics['ticket_test_accuracy']:.4f} (binary mask)")
+        if metrics.get("retrained_test_accuracy") is not None:
+            text += f", retrained {metrics['retrained_test_accuracy']:.4f}"
+        return text
+
     def round_metrics(self, model, index, experiment):
         ticket = self.ticket_masks(model)
         recipe = self.evaluation_recipe or self.recipe
@@ -289,6 +304,7 @@ class ContinuousSparsificationSearch(MaskLearningSearch):
     """
 
     algorithm = "continuous_sparsification"
+    network_mask = "soft mask σ(β_T·s)"
 
     def __init__(self, num_rounds=4, recipe=None, l1_penalty=1e-10, initial_beta=1.0,
                  final_beta=100.0, beta_schedule="exponential", score_init="constant",
@@ -373,6 +389,7 @@ class IterativeStochasticSparsificationSearch(MaskLearningSearch):
     """
 
     algorithm = "iterative_stochastic_sparsification"
+    network_mask = "mask 1[s > 0]"
 
     def __init__(self, num_rounds=30, recipe=None, l1_penalty=1e-8, score_init="constant",
                  initial_score=1.0, rewind_to="init", supermask=False, exclude=(),
