@@ -7,7 +7,8 @@ CS re-parameterises the mask as m = σ(β·s) (Eq. 5; SigmoidScores) and minimis
     L_β(w, s) = L(f(x; σ(β·s) ⊙ w)) + λ·‖σ(β·s)‖₁                                    (Eq. 7)
 
 while β is annealed within the round, β_t = β_0·(β_T/β_0)^{t/T} (Sec. 4.1: β_t = 100^{t/T}), so
-σ(β·s) approaches b(s) = 1[s > 0] (Eq. 3, 6). Between rounds (Algorithm 3, step 4; Sec. 3.2):
+σ(β·s) approaches b(s) = 1[s > 0] (Eq. 3, 6); at s = 0 exactly b(0) = 0, the weight is pruned
+(σ(β·0) = 1/2 at every β; SigmoidScores). Between rounds (Algorithm 3, step 4; Sec. 3.2):
 
     s ← min(β_T·s_T, s_0),   β ← β_0,   optionally w ← w_k,
 
@@ -291,8 +292,10 @@ class ContinuousSparsificationSearch(MaskLearningSearch):
       beta_schedule: 'exponential' (the paper's β_t = β_0·(β_T/β_0)^{t/T}) or 'linear'; t counts
         optimizer steps of the round, T its total steps.
       score_init, initial_score: s_0 = initial_score everywhere ('constant', the paper's
-        choice: Sec. 4.1 varies s_0 in [−0.03, 0.03] across runs), or s_0 ~ U(−a, a) with
-        a = |initial_score| ('uniform').
+        choice: Sec. 4.1 varies s_0 in [−0.03, 0.03] across runs, Sec. 4.2 controls the
+        tickets' sparsity by it), or s_0 ~ U(−a, a) with a = |initial_score| ('uniform').
+        s_0 = 0 is the edge case: b(0) = 0, every weight starts pruned in the ticket (soft mask
+        1/2) and is kept only if training raises its score above 0.
       rewind_to: w ← w_k between rounds: 'init', '<N>ep', '<N>it' or None (no rewinding, as
         Sec. 4.2 does for ResNets).
       supermask: freeze w at initialisation, learn only s (Sec. 4.1, "Learning a Supermask").
