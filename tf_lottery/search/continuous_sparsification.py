@@ -49,7 +49,7 @@ from keras.src.models.functional import Functional
 from tf_lottery import masks as masks_lib
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.mask_rules import BernoulliScores, FixedMask, SigmoidScores
-from tf_lottery.layers.masked import MaskedLayerMixin, masked_layers
+from tf_lottery.layers.masked import MaskedLayerMixin
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.edge_popup import freeze_weights
@@ -99,13 +99,11 @@ def initial_score_array(kind, value, shape, rng):
     raise ConfigError(f"score_init must be one of {SCORE_INITS}, got {kind!r}")
 
 
-def with_fixed_masks(network, names):
-    """A copy of `network` whose masked layers named in `names` use FixedMask (all-ones mask, no
-    scores); every other layer keeps its rule; all variables are copied."""
-    names = set(names)
-    unknown = names - {layer.name for layer in masked_layers(network)}
-    if unknown:
-        raise ConfigError(f"exclude names no masked layer of the model: {sorted(unknown)}")
+def with_fixed_masks(network, exclude):
+    """A copy of `network` whose masked layers that `exclude` names (masks.excluded_names: names
+    and patterns) use FixedMask (all-ones mask, no scores); every other layer keeps its rule; all
+    variables are copied."""
+    names = masks_lib.excluded_names(network, exclude)
     if not isinstance(network, (keras.Sequential, Functional)):
         raise ConfigError(f"excluding layers needs a functional or Sequential model, got "
                           f"{type(network).__name__}")
@@ -299,7 +297,8 @@ class ContinuousSparsificationSearch(MaskLearningSearch):
       rewind_to: w ← w_k between rounds: 'init', '<N>ep', '<N>it' or None (no rewinding, as
         Sec. 4.2 does for ResNets).
       supermask: freeze w at initialisation, learn only s (Sec. 4.1, "Learning a Supermask").
-      exclude: names of masked layers without s (Sec. 4.2: 1x1 shortcuts and the output layer).
+      exclude: masked layers without s, by name or pattern (masks.excluded_names; Sec. 4.2:
+        the 1x1 shortcuts and the output layer, ['*_shortcut', 'output'] in the zoo).
       score_recipe: a TrainingRecipe whose optimizer trains s (None: the recipe's optimizer).
       evaluate_tickets: retrain each round's ticket from evaluation_rewind_to with
         evaluation_recipe (default: recipe) and record retrained_test_accuracy.

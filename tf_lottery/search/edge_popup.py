@@ -146,8 +146,9 @@ class EdgePopupSearch(RoundSearch):
             model = SparseModel(network)
         freeze_weights(network, train_batchnorm=self.affine_batchnorm)
         self.layers = masks_lib.prunable_layers(network, self.exclude)
+        excluded = masks_lib.excluded_names(network, self.exclude)
         for layer in masks_lib.masked_layers(network):
-            if layer.name in self.exclude:  # dense and frozen: keep everything
+            if layer.name in excluded:  # dense and frozen: keep everything
                 layer.keep_fraction.assign(1.0)
                 layer.scores.trainable = False
         return model

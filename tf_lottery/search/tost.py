@@ -191,11 +191,7 @@ class ToSTTraining(RoundSearch):
 
     def build(self, experiment):
         network = self._build_network(experiment)
-        names = {layer.name for layer in masks_lib.masked_layers(network)}
-        unknown = sorted(set(self.exclude) - names)
-        if unknown:
-            raise ConfigError(f"ToSTTraining.exclude names layers that are not masked layers: "
-                              f"{unknown}; masked layers: {sorted(names)}")
+        masks_lib.excluded_names(network, self.exclude)  # names and patterns, checked
         with experiment.strategy.scope():
             model = SparseModel(network)
         # The original architecture; each round trains a graph that adds ghosts to its layers.
