@@ -21,11 +21,14 @@ in float32 (so the weight is gone for good: its sample is 0 and its gradient 0).
 sample m ~ Ber(σ(s_T)) (step 3), or 1[s_T > 0] with ticket='threshold'.
 
 Supermask mode (Sec. 4.1 after Zhou et al. 2019) freezes the weights at initialisation and learns
-only s (batch-norm moving statistics, not weights, still follow the data). Layers named in `exclude` have no mask parameters at all (Sec. 4.2: "their weights do not
-have a correspondent mask m nor mask parameters s"): the network is built with the search's rule
-and those layers are then swapped for FixedMask twins holding the same weights (the model_fn
-takes one rule for the whole network; a copy keeps model_fn simple and works for any functional
-or Sequential network).
+only s (batch-norm moving statistics, not weights, still follow the data).
+
+Layers that `exclude` names (masks.excluded_names: names or patterns, e.g. ['*_shortcut',
+'output'] for the paper's ResNet) have no mask parameters at all (Sec. 4.2: "their weights do
+not have a correspondent mask m nor mask parameters s"): the network is built with the search's
+rule and those layers are then swapped for FixedMask twins holding the same weights (the
+model_fn takes one rule for the whole network; a copy keeps model_fn simple and works for any
+functional or Sequential network). They stay dense in the ticket and out of its sparsity.
 
 Every round records three test accuracies, all on its console line and in bin/report:
 

@@ -77,7 +77,8 @@ class EdgePopupSearch(RoundSearch):
         "scaled" variants).
       score_init: 'kaiming_uniform' (EP default), 'kaiming_normal' or 'zeros'.
       affine_batchnorm: BatchNorm with trainable γ/β (EP reference: non-affine).
-      exclude: names of layers kept dense and frozen (not searched).
+      exclude: layers kept dense and frozen (not searched), by name or pattern
+        (masks.excluded_names).
       model_kwargs: extra keyword arguments for the experiment's model_fn.
     """
 

@@ -101,7 +101,8 @@ class ToSTTraining(RoundSearch):
       teacher_epochs: epochs of the dense teacher (default: the recipe's).
       recipe: TrainingRecipe of every round (label smoothing = its `label_smoothing`).
       weight_init: kernel initialisation, seeded by the experiment's seed.
-      exclude: masked layers the criterion does not prune.
+      exclude: masked layers the criterion does not prune, by name or pattern
+        (masks.excluded_names).
       model_kwargs: extra keyword arguments for the experiment's model_fn.
     """
 
