@@ -139,6 +139,8 @@ class MaskLearningSearch(RoundSearch):
     the rewinding, supermask mode, and the ticket evaluation. Subclasses give the rule, the soft
     mask under the L1 penalty, and the score reset between rounds."""
 
+    network_mask = "the search's mask"  # what test_accuracy measures, said on the console line
+
     def __init__(self, num_rounds, recipe, l1_penalty, score_init, initial_score, rewind_to,
                  supermask, exclude, score_recipe, evaluate_tickets, evaluation_rewind_to,
                  evaluation_recipe, model_kwargs):
@@ -253,8 +255,6 @@ class MaskLearningSearch(RoundSearch):
 
     def ticket_masks(self, model):
         return {layer.name: np.asarray(layer.binary_mask(), np.float32) for layer in self.layers}
-
-    network_mask = "the search's mask"  # what test_accuracy measures, for the console line
 
     def describe_round(self, index, metrics):
         text = (f"{super().describe_round(index, metrics)} ({self.network_mask}), ticket test "
