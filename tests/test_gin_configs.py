@@ -40,7 +40,8 @@ CASES = [
         "build_model.name": "resnet20", "TrainingRecipe.learning_rate": 0.1,
         "TrainingRecipe.momentum": 0.9, "TrainingRecipe.epochs": 85,
         "TrainingRecipe.lr_drop_epochs": (56, 71), "IMPSearch.scope": "global",
-        "IMPSearch.prune_fraction": 0.2, "IMPSearch.rewind_to": "2ep"},
+        "IMPSearch.prune_fraction": 0.2, "IMPSearch.rewind_to": "2ep",
+        "IMPSearch.exclude": ["*_shortcut", "output"]},  # CS paper, Sec. 4.2
         id="imp_resnet20_cifar10"),
     pytest.param("imp_resnet20_cifar10.gin", ONE_ROUND + THREE_EPOCHS + ["build_model.width = 4"],
                  {"build_model.name": "resnet20"}, marks=pytest.mark.slow,

@@ -7,6 +7,8 @@ non-chief workers), seeded from the chief's workdir when they can see it, so tha
 resumes the same round and epoch on every worker; the copy is deleted when the process ends.
 """
 import atexit
+import collections
+import contextlib
 import os
 import re
 import shutil
@@ -67,9 +69,12 @@ class Experiment:
         return self._dataset
 
     def build_network(self, **kwargs):
-        """The network for this run's data, built under the strategy's scope."""
+        """The network for this run's data, built under the strategy's scope, with the same
+        automatic names every time (fresh_automatic_names): masks and rewind points are keyed by
+        layer names, so the network a search trains and the one that evaluates its ticket must
+        name their layers alike even when model_fn leaves the naming to Keras."""
         info = self.dataset.info
-        with self.strategy.scope():
+        with self.strategy.scope(), fresh_automatic_names():
             try:
                 return self.model_fn(input_shape=info.input_shape, num_classes=info.num_classes,
                                      **kwargs)
@@ -144,3 +149,24 @@ def _copy_resume_state(source, destination):
         if _RESUME_STATE.match(name) and os.path.isdir(os.path.join(source, name)):
             shutil.copytree(os.path.join(source, name), os.path.join(destination, name),
                             ignore=skip_temporary, dirs_exist_ok=True)
+
+
+@contextlib.contextmanager
+def fresh_automatic_names():
+    """Keras names unnamed layers and models from one counter per process ('dense', 'dense_1',
+    ...; 'sequential', 'sequential_1', ...), so building the same model_fn twice gives two
+    networks whose layers are named differently. Inside this context the counter starts afresh,
+    as in a new process: every build names its layers the same way. On leaving, the process's
+    counter continues past every name used inside, so later automatic names stay unique."""
+    from keras.src.backend.common import global_state
+
+    key = "object_name_uids"
+    outer = global_state.get_global_attribute(key) or collections.defaultdict(int)
+    inner = collections.defaultdict(int)
+    global_state.set_global_attribute(key, inner)
+    try:
+        yield
+    finally:
+        for name, used in inner.items():
+            outer[name] = max(outer.get(name, 0), used)
+        global_state.set_global_attribute(key, outer)

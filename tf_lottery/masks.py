@@ -3,18 +3,55 @@
 Every pruning criterion returns this shape, every search stores it per round, and analysis and
 export read it back, whatever the algorithm.
 """
+import fnmatch
+
 import numpy as np
 
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.masked import masked_layers
 
+_WILDCARDS = frozenset("*?[")
+
+
+def excluded_names(model, exclude):
+    """The names of the masked layers of `model` that an `exclude` list names: the one reading
+    of `exclude` for every search and criterion (layers kept dense, never pruned or searched).
+    Each entry is
+
+      a layer name      'output' (the zoo names every classifier so): it must be a masked
+                        layer of the model, else a ConfigError
+      a pattern         an entry with *, ? or [ (fnmatch): every masked layer whose name it
+                        matches, possibly none; '*_shortcut' is the zoo's 1x1 projection
+                        shortcuts in a ResNet of any depth (none in a LeNet)
+
+    E.g. ['*_shortcut', 'output'] leaves dense what the CS paper's ResNet comparison does
+    (Savarese et al., Sec. 4.2: "the two skip-connections that perform 1×1 convolutions and the
+    output layer are not sparsified")."""
+    if isinstance(exclude, str):
+        raise ConfigError(f"exclude takes a list of layer names or patterns, got the string "
+                          f"{exclude!r} (write [{exclude!r}])")
+    names = [layer.name for layer in masked_layers(model)]
+    chosen, unknown = set(), []
+    for entry in exclude:
+        if _WILDCARDS & set(entry):
+            chosen.update(fnmatch.filter(names, entry))
+        elif entry in names:
+            chosen.add(entry)
+        else:
+            unknown.append(entry)
+    if unknown:
+        raise ConfigError(f"exclude names no masked layer of the model: {unknown} (masked "
+                          f"layers: {names})")
+    return chosen
+
 
 def prunable_layers(model, exclude=()):
-    """Masked layers of `model` minus those whose name is in `exclude` (or matches a predicate)."""
+    """Masked layers of `model` minus those `exclude` names (excluded_names: layer names and
+    patterns), or minus those a predicate `exclude(layer)` is true for."""
     layers = masked_layers(model)
     if callable(exclude):
         return [layer for layer in layers if not exclude(layer)]
-    names = set(exclude)
+    names = excluded_names(model, exclude)
     return [layer for layer in layers if layer.name not in names]
 
 

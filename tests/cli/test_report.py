@@ -118,3 +118,20 @@ def test_labels_name_the_directory_only_when_two_runs_clash(tmp_path):
     workdirs = [Workdir(str(tmp_path / name)) for name in "abc"]
     assert run_labels(workdirs) == ["edge_popup/soft_lr (a)", "edge_popup/soft_lr (b)",
                                     "edge_popup/hard_lr"]
+
+
+def test_binary_ticket_accuracy_has_its_own_column(tmp_path):
+    # continuous sparsification: test_accuracy is the soft mask's, ticket_test_accuracy b(s)'s
+    rounds.write_json(str(tmp_path / "cs" / "round_00" / rounds.METRICS_FILE), {
+        "algorithm": "continuous_sparsification", "remaining_fraction": 0.5,
+        "test_accuracy": 0.75, "ticket_test_accuracy": 0.125, "retrained_test_accuracy": 0.5,
+        "search_epochs": 1})
+    write_report([str(tmp_path / "cs")], str(tmp_path / "out"))
+    report = (tmp_path / "out" / REPORT_FILE).read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| run |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    row = [c.strip() for c in _rows(report, "continuous_sparsification")[0].strip("|").split("|")]
+    assert len(row) == len(columns)
+    assert dict(zip(columns, row))["test accuracy"] == "75.00%"
+    assert dict(zip(columns, row))["binary ticket accuracy"] == "12.50%"
+    assert dict(zip(columns, row))["retrained accuracy"] == "50.00%"

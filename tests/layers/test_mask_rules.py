@@ -151,6 +151,17 @@ def test_sigmoid_scores_mask_is_sigmoid_of_beta_s_times_mask():
                                   (SCORES > 0).astype("float32") * allowed)
 
 
+def test_sigmoid_scores_at_zero_are_pruned_in_the_ticket_at_any_beta():
+    # b(0) = 0, as the CS authors' code `(s > 0)`; the soft mask σ(β·0) stays 1/2
+    scores = np.array([[0.0, -0.0, 1e-30], [-1e-30, 0.0, 5.0]], "float32")
+    layer = _dense(SigmoidScores(initial_beta=1.0), scores)
+    for beta in (1.0, 100.0, 1e6):
+        layer.beta.assign(beta)
+        np.testing.assert_array_equal(layer.binary_mask().numpy(), [[0, 0, 1], [0, 0, 1]])
+        soft = layer.effective_mask(training=True).numpy()
+        np.testing.assert_array_equal(soft[scores == 0], 0.5)
+
+
 def test_sigmoid_scores_gradient_matches_finite_differences():
     rng = np.random.default_rng(2)
     scores = rng.normal(size=(3, 4))

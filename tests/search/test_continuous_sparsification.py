@@ -5,6 +5,8 @@ import tensorflow as tf
 
 from tests.search.helpers import built, constant_recipe, mlp, mlp_experiment
 from tf_lottery.errors import ConfigError
+from tf_lottery.export import to_plain_model
+from tf_lottery.layers import MaskedDense
 from tf_lottery.layers.mask_rules import BernoulliScores, FixedMask, SigmoidScores
 from tf_lottery.search import rounds
 from tf_lottery.search.continuous_sparsification import (
@@ -274,6 +276,45 @@ def test_cs_rounds_on_disk_with_decreasing_density_and_ticket_evaluation(tmp_pat
         assert r["algorithm"] == "continuous_sparsification"
     assert (tmp_path / "init" / "rewind_4it.npz").exists()
     assert (tmp_path / "round_01" / "retrain" / "metrics.json").exists()
+
+
+def test_binary_ticket_accuracy_is_what_the_exported_model_scores(tmp_path):
+    # β_T = 1: the soft mask σ(s) ∈ (0.38, 0.62) is far from b(s), which prunes about half
+    search = cs(num_rounds=1, score_init="uniform", initial_score=0.5, final_beta=1.0,
+                l1_penalty=0.0)
+    experiment = mlp_experiment(tmp_path, search)
+    metrics = experiment.run()[0]
+    plain = to_plain_model(search.model)  # export: b(s) ⊙ w folded into plain Dense kernels
+    plain.compile(loss=constant_recipe().make_loss(), metrics=["accuracy"])
+    exported = plain.evaluate(experiment.dataset.test, verbose=0, return_dict=True)
+    assert metrics["ticket_test_accuracy"] == pytest.approx(exported["accuracy"], abs=1e-6)
+    assert metrics["ticket_test_loss"] == pytest.approx(exported["loss"], rel=1e-5)
+    assert abs(metrics["test_loss"] - metrics["ticket_test_loss"]) > 1e-3  # soft ≠ binary
+    line = search.describe_round(0, metrics)
+    assert f"test accuracy {metrics['test_accuracy']:.4f} (soft mask" in line
+    assert f"ticket test accuracy {metrics['ticket_test_accuracy']:.4f} (binary mask)" in line
+
+
+def user_sequential(input_shape, num_classes, mask_rule=None, score_initializer="zeros"):
+    """A user's model as users write them: a Sequential, every name left to Keras."""
+    return keras.Sequential([
+        keras.Input(input_shape), keras.layers.Flatten(),
+        MaskedDense(8, activation="relu", mask_rule=mask_rule,
+                    score_initializer=score_initializer),
+        MaskedDense(num_classes, mask_rule=mask_rule, score_initializer=score_initializer)])
+
+
+def test_ticket_evaluation_of_a_sequential_with_automatic_names(tmp_path):
+    # the ticket is evaluated and retrained in networks built after the search's own: their
+    # automatic names ('sequential_1/masked_dense_2') must not matter
+    keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])  # names taken before the run
+    search = cs(num_rounds=1, evaluate_tickets=True, l1_penalty=1e-3, initial_score=0.05)
+    results = mlp_experiment(tmp_path, search, model_fn=user_sequential).run()
+    assert 0 <= results[0]["retrained_test_accuracy"] <= 1
+    ticket = rounds.load_round_masks(str(tmp_path), 0)
+    assert sorted(ticket) == ["masked_dense", "masked_dense_1"]
+    assert results[0]["retrained_remaining_fraction"] == pytest.approx(
+        results[0]["remaining_fraction"])
 
 
 def test_config_errors():

@@ -1,10 +1,12 @@
 import json
 
+import keras
 import numpy as np
 import pytest
 
 from tests.search.helpers import constant_recipe, mlp, mlp_experiment, tiny_data
 from tf_lottery.errors import ConfigError
+from tf_lottery.layers import MaskedDense
 from tf_lottery.layers.mask_rules import FixedMask, SigmoidScores
 from tf_lottery.search.rewind import (RewindPointSaver, assign_dense_weights,
                                       check_rewind_point, dense_weights, load_dense_weights,
@@ -41,6 +43,39 @@ def test_dense_weights_move_between_mask_rules(tmp_path):
         assign_dense_weights(mlp((28, 28, 1), 10, hidden=8), {"fc1/kernel": np.zeros(1)})
     with pytest.raises(ConfigError, match="no rewind point"):
         load_dense_weights(str(tmp_path / "absent.npz"))
+
+
+def _sequential(name, mask_rule=None):
+    return keras.Sequential([keras.Input((6,)), MaskedDense(4, name="fc1", mask_rule=mask_rule),
+                             MaskedDense(3, name="output", mask_rule=mask_rule)], name=name)
+
+
+def test_rewind_keys_do_not_carry_the_network_name(tmp_path):
+    # A Sequential builds its layers under its own name ('sequential_3/fc1/kernel'), often an
+    # automatic one that the next build of the same model does not share.
+    saved = _sequential("sequential_3", SigmoidScores())
+    assert sorted(dense_weights(saved)) == ["fc1/bias", "fc1/kernel", "output/bias",
+                                            "output/kernel"]
+    path = str(tmp_path / "point.npz")
+    save_dense_weights(path, saved)
+    loaded = _sequential("sequential_4", FixedMask())
+    assign_dense_weights(loaded, load_dense_weights(path))
+    for name in ("fc1", "output"):
+        np.testing.assert_array_equal(loaded.get_layer(name).raw_kernel.numpy(),
+                                      saved.get_layer(name).raw_kernel.numpy())
+
+
+def test_rewind_files_keyed_by_variable_path_still_load():
+    # the older format: every key is the variable's path, led by the model's (automatic) name
+    old = _sequential("sequential_7")
+    values = {v.path: v.numpy() + 1.0 for v in old.weights if v.name in ("kernel", "bias")}
+    assert sorted(values)[0] == "sequential_7/fc1/bias"
+    network = _sequential("sequential")
+    assign_dense_weights(network, values)
+    np.testing.assert_array_equal(network.get_layer("output").raw_kernel.numpy(),
+                                  values["sequential_7/output/kernel"])
+    with pytest.raises(ConfigError, match="do not fit"):
+        assign_dense_weights(network, {k: v for k, v in values.items() if "fc1" not in k})
 
 
 def test_rewind_point_saver_keeps_the_iterate_after_k_steps(tmp_path):

@@ -65,8 +65,9 @@ def _finish_remaining_plot(drawn, figure, axis, ylabel, title, path):
 
 
 def accuracy_plot(runs, path):
-    """Test accuracy vs remaining weights: one line per run, its controls (control_test_accuracy)
-    and retrained tickets (retrained_test_accuracy) dashed and dotted in the same colour."""
+    """Test accuracy vs remaining weights: one line per run, its controls (control_test_accuracy),
+    retrained tickets (retrained_test_accuracy) and binary tickets (ticket_test_accuracy, where
+    the search's network is not its ticket) dashed, dotted and dash-dotted in the same colour."""
     figure, (axis,) = _figure()
     drawn = False
     for i, (label, workdir) in enumerate(runs):
@@ -79,6 +80,8 @@ def accuracy_plot(runs, path):
                      marker="s", linestyle="--", label=f"{label}: {name} control")
         _plot_series(axis, _series(workdir, "retrained_test_accuracy"), 100, color=color,
                      marker="^", linestyle=":", label=f"{label}: retrained ticket")
+        _plot_series(axis, _series(workdir, "ticket_test_accuracy"), 100, color=color,
+                     marker="D", linestyle="-.", label=f"{label}: binary ticket")
     return _finish_remaining_plot(drawn, figure, axis, "test accuracy (%)",
                                   "Test accuracy vs remaining weights", path)
 

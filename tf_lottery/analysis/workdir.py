@@ -28,6 +28,10 @@ bin/report (the round loop writes the others: test_accuracy, remaining_fraction,
                             [{"epoch": e (0-based in the round), name: value, ...}] (base.py);
                             `activation_sparsity/<layer>` entries give the per-layer sparsity
                             when `activation_sparsity` itself is absent
+    ticket_test_accuracy    the binary ticket with the round's final weights, where the
+                            search's network is not its ticket (continuous sparsification:
+                            test_accuracy is the soft mask σ(β·s)'s, this b(s)'s, what the
+                            exported model scores)
     control_test_accuracy   a control (reinit or random prune) trained like the ticket (IMP)
     retrained_test_accuracy the ticket retrained from its rewind point (ticket evaluation)
 """

@@ -304,7 +304,14 @@ class TopKScores(MaskRule):
 @keras.saving.register_keras_serializable(_PACKAGE)
 class SigmoidScores(MaskRule):
     """Continuous sparsification (Savarese et al. 2020, Eq. 5-6): m = σ(β·s) ⊙ mask, with the
-    temperature β a non-trainable layer variable; the ticket is b(s) = 1[s > 0] (Eq. 7)."""
+    temperature β a non-trainable layer variable; the ticket is b(s) = 1[s > 0] (Eq. 3) ⊙ mask.
+
+    At s = 0 exactly, where the paper leaves b undefined (s ∈ ℝ≠0), b(0) = 0: the weight is
+    pruned, as in the authors' code (`(s > 0)`), while its soft mask is σ(β·0) = 1/2 at every β,
+    so no annealing decides it. With s_0 = 0 (ContinuousSparsificationSearch's default) the
+    ticket before any training is empty, and a weight is kept only once training has pushed its
+    score above 0; a score that never moves (zero gradient throughout, e.g. λ = 0 and an input
+    that is always 0) stays pruned, and the reset min(β_T·s_T, s_0) keeps it at 0."""
 
     needs_scores = True
 

@@ -7,7 +7,8 @@ CS re-parameterises the mask as m = σ(β·s) (Eq. 5; SigmoidScores) and minimis
     L_β(w, s) = L(f(x; σ(β·s) ⊙ w)) + λ·‖σ(β·s)‖₁                                    (Eq. 7)
 
 while β is annealed within the round, β_t = β_0·(β_T/β_0)^{t/T} (Sec. 4.1: β_t = 100^{t/T}), so
-σ(β·s) approaches b(s) = 1[s > 0] (Eq. 3, 6). Between rounds (Algorithm 3, step 4; Sec. 3.2):
+σ(β·s) approaches b(s) = 1[s > 0] (Eq. 3, 6); at s = 0 exactly b(0) = 0, the weight is pruned
+(σ(β·0) = 1/2 at every β; SigmoidScores). Between rounds (Algorithm 3, step 4; Sec. 3.2):
 
     s ← min(β_T·s_T, s_0),   β ← β_0,   optionally w ← w_k,
 
@@ -20,16 +21,25 @@ in float32 (so the weight is gone for good: its sample is 0 and its gradient 0).
 sample m ~ Ber(σ(s_T)) (step 3), or 1[s_T > 0] with ticket='threshold'.
 
 Supermask mode (Sec. 4.1 after Zhou et al. 2019) freezes the weights at initialisation and learns
-only s (batch-norm moving statistics, not weights, still follow the data). Layers named in `exclude` have no mask parameters at all (Sec. 4.2: "their weights do not
-have a correspondent mask m nor mask parameters s"): the network is built with the search's rule
-and those layers are then swapped for FixedMask twins holding the same weights (the model_fn
-takes one rule for the whole network; a copy keeps model_fn simple and works for any functional
-or Sequential network).
+only s (batch-norm moving statistics, not weights, still follow the data).
 
-Every round also records `ticket_test_accuracy` (the ticket with the round's final weights, no
-training) and, with evaluate_tickets, `retrained_test_accuracy`: the ticket trained afresh from
-the rewind point `evaluation_rewind_to` (ticket_evaluation.retrain_ticket), the measure the paper
-compares tickets by.
+Layers that `exclude` names (masks.excluded_names: names or patterns, e.g. ['*_shortcut',
+'output'] for the paper's ResNet) have no mask parameters at all (Sec. 4.2: "their weights do
+not have a correspondent mask m nor mask parameters s"): the network is built with the search's
+rule and those layers are then swapped for FixedMask twins holding the same weights (the
+model_fn takes one rule for the whole network; a copy keeps model_fn simple and works for any
+functional or Sequential network). They stay dense in the ticket and out of its sparsity.
+
+Every round records three test accuracies, all on its console line and in bin/report:
+
+    test_accuracy            the search's own network at the round's end: for CS the soft mask
+                             σ(β_T·s_T) ⊙ w, for ISS the mask 1[s_T > 0] ⊙ w
+    ticket_test_accuracy     the binary ticket with the round's final weights, no training: the
+                             round's ticket masks (CS: b(s_T), what export folds into the kernels,
+                             so it is what the exported model scores) on a FixedMask copy
+    retrained_test_accuracy  (evaluate_tickets) the ticket trained afresh from the rewind point
+                             `evaluation_rewind_to` (ticket_evaluation.retrain_ticket), the
+                             measure the paper compares tickets by
 """
 import os
 
@@ -42,7 +52,7 @@ from keras.src.models.functional import Functional
 from tf_lottery import masks as masks_lib
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.mask_rules import BernoulliScores, FixedMask, SigmoidScores
-from tf_lottery.layers.masked import MaskedLayerMixin, masked_layers
+from tf_lottery.layers.masked import MaskedLayerMixin
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.edge_popup import freeze_weights
@@ -92,13 +102,11 @@ def initial_score_array(kind, value, shape, rng):
     raise ConfigError(f"score_init must be one of {SCORE_INITS}, got {kind!r}")
 
 
-def with_fixed_masks(network, names):
-    """A copy of `network` whose masked layers named in `names` use FixedMask (all-ones mask, no
-    scores); every other layer keeps its rule; all variables are copied."""
-    names = set(names)
-    unknown = names - {layer.name for layer in masked_layers(network)}
-    if unknown:
-        raise ConfigError(f"exclude names no masked layer of the model: {sorted(unknown)}")
+def with_fixed_masks(network, exclude):
+    """A copy of `network` whose masked layers that `exclude` names (masks.excluded_names: names
+    and patterns) use FixedMask (all-ones mask, no scores); every other layer keeps its rule; all
+    variables are copied."""
+    names = masks_lib.excluded_names(network, exclude)
     if not isinstance(network, (keras.Sequential, Functional)):
         raise ConfigError(f"excluding layers needs a functional or Sequential model, got "
                           f"{type(network).__name__}")
@@ -130,6 +138,8 @@ class MaskLearningSearch(RoundSearch):
     """What CS and ISS share: scores s on every masked layer but the excluded ones, λ·‖σ(·)‖₁,
     the rewinding, supermask mode, and the ticket evaluation. Subclasses give the rule, the soft
     mask under the L1 penalty, and the score reset between rounds."""
+
+    network_mask = "the search's mask"  # what test_accuracy measures, said on the console line
 
     def __init__(self, num_rounds, recipe, l1_penalty, score_init, initial_score, rewind_to,
                  supermask, exclude, score_recipe, evaluate_tickets, evaluation_rewind_to,
@@ -246,6 +256,13 @@ class MaskLearningSearch(RoundSearch):
     def ticket_masks(self, model):
         return {layer.name: np.asarray(layer.binary_mask(), np.float32) for layer in self.layers}
 
+    def describe_round(self, index, metrics):
+        text = (f"{super().describe_round(index, metrics)} ({self.network_mask}), ticket test "
+                f"accuracy {metrics['ticket_test_accuracy']:.4f} (binary mask)")
+        if metrics.get("retrained_test_accuracy") is not None:
+            text += f", retrained {metrics['retrained_test_accuracy']:.4f}"
+        return text
+
     def round_metrics(self, model, index, experiment):
         ticket = self.ticket_masks(model)
         recipe = self.evaluation_recipe or self.recipe
@@ -276,12 +293,15 @@ class ContinuousSparsificationSearch(MaskLearningSearch):
       beta_schedule: 'exponential' (the paper's β_t = β_0·(β_T/β_0)^{t/T}) or 'linear'; t counts
         optimizer steps of the round, T its total steps.
       score_init, initial_score: s_0 = initial_score everywhere ('constant', the paper's
-        choice: Sec. 4.1 varies s_0 in [−0.03, 0.03] across runs), or s_0 ~ U(−a, a) with
-        a = |initial_score| ('uniform').
+        choice: Sec. 4.1 varies s_0 in [−0.03, 0.03] across runs, Sec. 4.2 controls the
+        tickets' sparsity by it), or s_0 ~ U(−a, a) with a = |initial_score| ('uniform').
+        s_0 = 0 is the edge case: b(0) = 0, every weight starts pruned in the ticket (soft mask
+        1/2) and is kept only if training raises its score above 0.
       rewind_to: w ← w_k between rounds: 'init', '<N>ep', '<N>it' or None (no rewinding, as
         Sec. 4.2 does for ResNets).
       supermask: freeze w at initialisation, learn only s (Sec. 4.1, "Learning a Supermask").
-      exclude: names of masked layers without s (Sec. 4.2: 1x1 shortcuts and the output layer).
+      exclude: masked layers without s, by name or pattern (masks.excluded_names; Sec. 4.2:
+        the 1x1 shortcuts and the output layer, ['*_shortcut', 'output'] in the zoo).
       score_recipe: a TrainingRecipe whose optimizer trains s (None: the recipe's optimizer).
       evaluate_tickets: retrain each round's ticket from evaluation_rewind_to with
         evaluation_recipe (default: recipe) and record retrained_test_accuracy.
@@ -289,6 +309,7 @@ class ContinuousSparsificationSearch(MaskLearningSearch):
     """
 
     algorithm = "continuous_sparsification"
+    network_mask = "soft mask σ(β_T·s)"
 
     def __init__(self, num_rounds=4, recipe=None, l1_penalty=1e-10, initial_beta=1.0,
                  final_beta=100.0, beta_schedule="exponential", score_init="constant",
@@ -373,6 +394,7 @@ class IterativeStochasticSparsificationSearch(MaskLearningSearch):
     """
 
     algorithm = "iterative_stochastic_sparsification"
+    network_mask = "mask 1[s > 0]"
 
     def __init__(self, num_rounds=30, recipe=None, l1_penalty=1e-8, score_init="constant",
                  initial_score=1.0, rewind_to="init", supermask=False, exclude=(),

@@ -77,7 +77,8 @@ class EdgePopupSearch(RoundSearch):
         "scaled" variants).
       score_init: 'kaiming_uniform' (EP default), 'kaiming_normal' or 'zeros'.
       affine_batchnorm: BatchNorm with trainable γ/β (EP reference: non-affine).
-      exclude: names of layers kept dense and frozen (not searched).
+      exclude: layers kept dense and frozen (not searched), by name or pattern
+        (masks.excluded_names).
       model_kwargs: extra keyword arguments for the experiment's model_fn.
     """
 
@@ -146,8 +147,9 @@ class EdgePopupSearch(RoundSearch):
             model = SparseModel(network)
         freeze_weights(network, train_batchnorm=self.affine_batchnorm)
         self.layers = masks_lib.prunable_layers(network, self.exclude)
+        excluded = masks_lib.excluded_names(network, self.exclude)
         for layer in masks_lib.masked_layers(network):
-            if layer.name in self.exclude:  # dense and frozen: keep everything
+            if layer.name in excluded:  # dense and frozen: keep everything
                 layer.keep_fraction.assign(1.0)
                 layer.scores.trainable = False
         return model

@@ -18,14 +18,11 @@ def build_network(experiment, weight_init, seed, model_kwargs=None):
 
 
 def build_fixed_mask_model(experiment, weight_init, exclude=(), model_kwargs=None):
-    """(SparseModel, the layers the search prunes): every masked layer but those named in
-    `exclude` (a name that is not a masked layer is a ConfigError)."""
+    """(SparseModel, the layers the search prunes): every masked layer but those `exclude`
+    names (masks.excluded_names: names and patterns; a name that is not a masked layer is a
+    ConfigError)."""
     network = build_network(experiment, weight_init, experiment.seed, model_kwargs)
-    names = {layer.name for layer in masks_lib.masked_layers(network)}
-    unknown = sorted(set(exclude) - names)
-    if unknown:
-        raise ConfigError(f"exclude names layers that are not masked layers of the model: "
-                          f"{unknown}; masked layers: {sorted(names)}")
+    masks_lib.excluded_names(network, exclude)  # checks the names before anything is built
     with experiment.strategy.scope():
         model = SparseModel(network)
     layers = masks_lib.prunable_layers(network, exclude)

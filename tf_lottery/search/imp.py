@@ -179,7 +179,8 @@ class IMPSearch(RoundSearch):
       recipe: the TrainingRecipe of every round.
       weight_init: the kernel initialisation ('kaiming_normal', 'kaiming_uniform', ...), seeded
         by the experiment's seed.
-      exclude: names of masked layers never pruned (they stay dense and are not counted).
+      exclude: masked layers never pruned, by name or pattern (masks.excluded_names; they stay
+        dense and are not counted).
       model_kwargs: extra keyword arguments for the experiment's model_fn.
     """
 

@@ -31,7 +31,7 @@ class PruneAtInitSearch(RoundSearch):
       num_batches: training batches the data-driven criteria (SNIP, GraSP) score on.
       recipe: the TrainingRecipe of the round.
       weight_init: the kernel initialisation, seeded by the experiment's seed.
-      exclude: names of masked layers never pruned.
+      exclude: masked layers never pruned, by name or pattern (masks.excluded_names).
       model_kwargs: extra keyword arguments for the experiment's model_fn.
     """
 

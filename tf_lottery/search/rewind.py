@@ -5,10 +5,14 @@
               start from "the iterates from the end of epoch 2", Sec. 4.2)
     '500it'   w_k after 500 optimizer steps of round 0
 
-A rewind point holds *dense* weights only, keyed by variable path: kernels, biases, batch-norm
-parameters and statistics, never masks, scores or mask-rule state. So a point saved from a
-search's network (say with SigmoidScores) loads into a network of the same architecture with any
-other mask rule (FixedMask to retrain a ticket). Points live in workdir/init/rewind_<name>.npz.
+A rewind point holds *dense* weights only: kernels, biases, batch-norm parameters and
+statistics, never masks, scores or mask-rule state, keyed by layer names from the network down
+(export.ticket_file.ticket_variables: 'fc1/kernel'), never by variable path, which carries the
+network's own name when the network is a Sequential ('sequential_3/fc1/kernel': an automatic
+name that the next build of the same model_fn does not share). Files of the older path-keyed
+format (every key led by the model's name) still load. So a point saved from a search's network
+(say with SigmoidScores) loads into a network of the same architecture with any other mask rule
+(FixedMask to retrain a ticket). Points live in workdir/init/rewind_<name>.npz.
 """
 import os
 import re
@@ -18,7 +22,7 @@ import keras
 import numpy as np
 
 from tf_lottery.errors import ConfigError
-from tf_lottery.layers.masked import masked_layers
+from tf_lottery.export.ticket_file import ticket_variables
 from tf_lottery.search import rounds
 
 INIT = "init"
@@ -49,22 +53,33 @@ def rewind_path(workdir, spec):
 
 
 def _dense_variables(network):
-    """[(path, variable)] of every variable but the masks, scores and mask-rule state."""
-    rule_state = set()
-    for layer in masked_layers(network):
-        own = {id(layer.raw_kernel), id(getattr(layer, "bias", None))}
-        rule_state.update(id(v) for v in layer.weights if id(v) not in own)
-    return [(v.path, v) for v in network.weights if id(v) not in rule_state]
+    """[(key, variable)] of every variable but the masks, scores and mask-rule state, keyed as
+    the ticket file keys them (ticket_variables: layer names from the network down)."""
+    return list(ticket_variables(network).items())
+
+
+def _without_model_name(weights):
+    """{key: array} of a file of the older format, keyed by variable path (every key led by one
+    model name), the model name dropped; None when the keys do not share a leading component."""
+    heads = {key.split("/", 1)[0] for key in weights}
+    if len(heads) != 1 or not all("/" in key for key in weights):
+        return None
+    return {key.split("/", 1)[1]: value for key, value in weights.items()}
 
 
 def dense_weights(network):
-    """{variable path: numpy array} of the network's dense weights."""
+    """{key: numpy array} of the network's dense weights."""
     return {path: keras.ops.convert_to_numpy(v) for path, v in _dense_variables(network)}
 
 
 def assign_dense_weights(network, weights):
-    """Set the network's dense weights from {path: array}; both must name the same variables."""
+    """Set the network's dense weights from {key: array}; both must name the same variables
+    (keys led by a model name, the old format, are read without it)."""
     variables = dict(_dense_variables(network))
+    if set(weights) != set(variables):
+        legacy = _without_model_name(weights)
+        if legacy is not None and set(legacy) == set(variables):
+            weights = legacy
     missing, unknown = sorted(set(variables) - set(weights)), sorted(set(weights) - set(variables))
     if missing or unknown:
         raise ConfigError(f"rewind weights do not fit this network: missing {missing[:5]}, "

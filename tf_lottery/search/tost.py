@@ -101,7 +101,8 @@ class ToSTTraining(RoundSearch):
       teacher_epochs: epochs of the dense teacher (default: the recipe's).
       recipe: TrainingRecipe of every round (label smoothing = its `label_smoothing`).
       weight_init: kernel initialisation, seeded by the experiment's seed.
-      exclude: masked layers the criterion does not prune.
+      exclude: masked layers the criterion does not prune, by name or pattern
+        (masks.excluded_names).
       model_kwargs: extra keyword arguments for the experiment's model_fn.
     """
 
@@ -191,11 +192,7 @@ class ToSTTraining(RoundSearch):
 
     def build(self, experiment):
         network = self._build_network(experiment)
-        names = {layer.name for layer in masks_lib.masked_layers(network)}
-        unknown = sorted(set(self.exclude) - names)
-        if unknown:
-            raise ConfigError(f"ToSTTraining.exclude names layers that are not masked layers: "
-                              f"{unknown}; masked layers: {sorted(names)}")
+        masks_lib.excluded_names(network, self.exclude)  # names and patterns, checked
         with experiment.strategy.scope():
             model = SparseModel(network)
         # The original architecture; each round trains a graph that adds ghosts to its layers.
