@@ -91,18 +91,18 @@ def test_the_kth_batch_is_step_k_and_prunes_before_its_forward_pass():
                                       magnitude_mask(initial[layer.name], 0.5).numpy())
 
 
-def test_pruning_under_jit_compile_gives_the_masks_of_an_uncompiled_run():
-    runs = []
-    for jit_compile in (True, False):
-        keras.utils.set_random_seed(5)
-        model = prune_low_magnitude(_base(), PolynomialDecay(0.0, 0.6, 1, 3, frequency=2),
-                                    exclude=["out"])
-        _compile(model, jit_compile=jit_compile)
-        x, y = _data(4)
-        model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0)
-        runs.append(model.network.get_layer("fc").mask.numpy())
-    assert runs[0].mean() == pytest.approx(0.4, abs=0.01)
-    np.testing.assert_array_equal(runs[0], runs[1])
+def test_pruning_under_jit_compile_gives_the_rule_s_masks():
+    model = prune_low_magnitude(_base(), PolynomialDecay(0.0, 0.6, 1, 3, frequency=2),
+                                exclude=["out"], block_size=(4, 2))
+    _compile(model, jit_compile=True, optimizer=keras.optimizers.SGD(0.0))  # weights stay put
+    layer = model.network.get_layer("fc")
+    initial = layer.raw_kernel.numpy()
+    x, y = _data(3)
+    model.fit(x, y, batch_size=BATCH, shuffle=False, verbose=0)
+    assert model.jit_compile is True
+    expected = magnitude_mask(initial, 0.6, block_size=(4, 2)).numpy()
+    assert expected.sum() == 10 * 4 * 2  # 24 blocks of 4x2, keep round(24 * 0.4) = 10
+    np.testing.assert_array_equal(layer.mask.numpy(), expected)
 
 
 def test_erk_distribution_reaches_the_layer_targets_and_the_global_one():
@@ -245,6 +245,13 @@ def test_pruning_summaries_write_layer_sparsity_and_the_target_per_step(tmp_path
 def test_bad_input_to_prune_low_magnitude_is_one_config_error(kwargs, argument):
     with pytest.raises(ConfigError, match=argument):
         prune_low_magnitude(_base(), **kwargs)
+
+
+def test_an_updater_excluding_a_layer_the_model_lacks_is_a_config_error():
+    network = prune_low_magnitude(_base(), ConstantSparsity(0.5, 1)).network
+    updater = GradualMagnitudePruning(ConstantSparsity(0.5, 1), exclude=["nope"])
+    with pytest.raises(ConfigError, match="exclude"):
+        SparseModel(network).add_mask_updater(updater)
 
 
 class _DenseGradientProbe(MaskUpdater):

@@ -60,12 +60,3 @@ def test_global_masks_rank_all_kernels_together():
     masks = [m.numpy() for m in global_magnitude_masks([first, second], 0.5)]
     np.testing.assert_array_equal(masks[0], [0, 1, 1])
     np.testing.assert_array_equal(masks[1], [[1, 1], [0, 0]])
-
-
-def test_rule_runs_under_xla():
-    weights = tf.random.stateless_normal((16, 8), seed=(1, 2))
-    compiled = tf.function(lambda w, s: magnitude_mask(w, s, block_size=(4, 2)),
-                           jit_compile=True)
-    mask = compiled(weights, tf.constant(0.75)).numpy()
-    np.testing.assert_array_equal(mask, magnitude_mask(weights, 0.75, block_size=(4, 2)).numpy())
-    assert mask.sum() == 128 * 0.25

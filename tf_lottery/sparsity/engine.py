@@ -42,6 +42,14 @@ class MaskUpdater:
 
     def build(self, model):
         """Bind the updater to the masked layers of `model` (called by SparseModel)."""
+        if not callable(self.exclude):
+            names = {self.exclude} if isinstance(self.exclude, str) else set(self.exclude)
+            every = {layer.name for layer in model._flatten_layers(include_self=False,
+                                                                   recursive=True)}
+            unknown = sorted(names - every)
+            if unknown:
+                raise ConfigError(f"exclude names layers the model does not have: {unknown}")
+            self.exclude = tuple(names)
         self.layers = prunable_layers(model, self.exclude)
         if not self.layers:
             raise ConfigError(f"{type(self).__name__}: the model has no masked layers to update")
