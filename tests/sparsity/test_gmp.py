@@ -285,8 +285,7 @@ def test_updater_gets_the_dense_kernel_gradient_at_its_update_steps_only():
     model.fit(x[:BATCH], y[:BATCH], batch_size=BATCH, verbose=0)
     layer = masked_layers(network)[0]
     effective = tf.Variable(keras.ops.convert_to_numpy(layer.kernel))
-    with tf.GradientTape() as tape:
-        original = layer.mask_rule
+    with tf.GradientTape() as tape:  # kernel + (e - e): the value stays, ∂/∂e is ∂L/∂(θ ⊙ m)
         object.__setattr__(layer, "_dense_gradient_probe", effective - tf.stop_gradient(
             effective))
         try:
@@ -294,7 +293,6 @@ def test_updater_gets_the_dense_kernel_gradient_at_its_update_steps_only():
                                       model(x[BATCH:2 * BATCH], training=True))
         finally:
             object.__setattr__(layer, "_dense_gradient_probe", None)
-            layer.mask_rule = original
     expected = tape.gradient(loss, effective).numpy()
     model.fit(x[BATCH:], y[BATCH:], batch_size=BATCH, shuffle=False, verbose=0)
     assert int(probe.calls.numpy()) == 1
