@@ -88,7 +88,11 @@ class MaskedLayerMixin:
         mask = self.effective_mask(self._mask_training)
         if self._forward_mask.recording:
             self._forward_mask.set(self._mask_training, mask)
-        return kernel * tf.cast(mask, kernel.dtype)
+        effective = kernel * tf.cast(mask, kernel.dtype)
+        probe = getattr(self, "_dense_gradient_probe", None)
+        if probe is not None:  # a zero tensor whose gradient is ∂L/∂(θ ⊙ m) (sparsity.engine)
+            effective = effective + tf.cast(probe, effective.dtype)
+        return effective
 
     @kernel.setter
     def kernel(self, variable):

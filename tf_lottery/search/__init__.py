@@ -5,11 +5,12 @@ from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.continuous_sparsification import (
     ContinuousSparsificationSearch, IterativeStochasticSparsificationSearch)
 from tf_lottery.search.edge_popup import EdgePopupSearch
+from tf_lottery.search.gmp import GradualMagnitudeSearch
 from tf_lottery.search.imp import IMPSearch
 from tf_lottery.search.prune_at_init import PruneAtInitSearch
 from tf_lottery.search.ticket_evaluation import retrain_ticket
 from tf_lottery.search.tost import ToSTTraining
 
 __all__ = ["RoundSearch", "ContinuousSparsificationSearch",
-           "IterativeStochasticSparsificationSearch", "EdgePopupSearch", "IMPSearch",
-           "PruneAtInitSearch", "ToSTTraining", "retrain_ticket"]
+           "IterativeStochasticSparsificationSearch", "EdgePopupSearch", "GradualMagnitudeSearch",
+           "IMPSearch", "PruneAtInitSearch", "ToSTTraining", "retrain_ticket"]

@@ -8,12 +8,17 @@ mixed precision and tf.distribute strategies work as usual. Searches attach what
   sparsification's L1 on the masks, repulsion/attraction against earlier optima, ...); each is
   also reported as a metric under its name;
 * `step_hooks`: callables `(model) -> None` run at the start of every training step, inside the
-  compiled step (e.g. set a temperature from `model.optimizer.iterations`).
+  compiled step (e.g. set a temperature from `model.optimizer.iterations`);
+* `mask_updaters`: `tf_lottery.sparsity` updaters (gradual magnitude pruning, ...) that change
+  masks in-graph at the steps their schedule selects (see `tf_lottery.sparsity.engine`).
 
-Change either list before `compile` (or call `compile` again afterwards).
+Change these lists before `compile` (or call `compile` again afterwards).
 """
 import keras
 import tensorflow as tf
+from keras.src import tree
+from keras.src.losses import loss as loss_module
+from keras.src.trainers.data_adapters import data_adapter_utils
 
 from tf_lottery.training.strategy import is_multi_worker
 
@@ -29,6 +34,7 @@ class SparseModel(keras.Model):
         self.network = network
         self.regularizers = {}
         self.step_hooks = []
+        self.mask_updaters = []
         self.distillation = None  # optional callable (x, y, y_pred) -> loss replacing the data loss
 
     def call(self, inputs, training=None):
@@ -45,6 +51,13 @@ class SparseModel(keras.Model):
 
     def add_step_hook(self, hook):
         self.step_hooks.append(hook)
+        self._reset_compiled_functions()
+
+    def add_mask_updater(self, updater):
+        """Let `updater` (a tf_lottery.sparsity.MaskUpdater) change the masks of this model's
+        network during training; it binds to the network's masked layers now."""
+        updater.build(self.network)
+        self.mask_updaters.append(updater)
         self._reset_compiled_functions()
 
     def replace_network(self, network):
@@ -80,10 +93,51 @@ class SparseModel(keras.Model):
         for hook in self.step_hooks:
             hook(self)
         self._regularizer_values = {}
-        logs = super().train_step(data)
+        from tf_lottery.sparsity.engine import run_updates
+
+        run_updates(self, [u for u in self.mask_updaters if not u.needs_dense_gradients])
+        with_gradients = [u for u in self.mask_updaters if u.needs_dense_gradients]
+        if with_gradients:
+            logs = self._train_step_with_dense_gradients(data, with_gradients)
+        else:
+            logs = super().train_step(data)
         for name, value in self._regularizer_values.items():
             logs[name] = value
         return self._for_cross_worker_mean(logs)
+
+    def _train_step_with_dense_gradients(self, data, updaters):
+        """Keras's train step, plus ∂L/∂(θ ⊙ m) of the updaters' layers handed to them before the
+        optimizer applies the gradients (a zero probe added to each effective kernel)."""
+        from tf_lottery.sparsity.engine import run_updates
+
+        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        layers = {layer.name: layer for updater in updaters for layer in updater.layers}
+        probes = {name: tf.zeros(layer.raw_kernel.shape, tf.float32)
+                  for name, layer in layers.items()}
+        with tf.GradientTape() as tape:
+            tape.watch(list(probes.values()))
+            for name, layer in layers.items():
+                object.__setattr__(layer, "_dense_gradient_probe", probes[name])
+            try:
+                y_pred = self(x, training=True)
+            finally:
+                for layer in layers.values():
+                    object.__setattr__(layer, "_dense_gradient_probe", None)
+            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                      training=True)
+            self._loss_tracker.update_state(
+                loss_module.unscale_loss_for_distribution(loss),
+                sample_weight=tf.shape(next(i for i in tree.flatten(x) if i is not None))[0])
+            loss = self.optimizer.scale_loss(loss)
+        weights = self.trainable_weights
+        gradients = tape.gradient(loss, list(weights) + list(probes.values()))
+        dense = gradients[len(weights):]
+        scale = getattr(self.optimizer, "dynamic_scale", None)  # LossScaleOptimizer
+        if scale is not None:
+            dense = [g / tf.cast(scale, g.dtype) for g in dense]
+        run_updates(self, updaters, dict(zip(probes, dense)))
+        self.optimizer.apply_gradients(zip(gradients[:len(weights)], weights))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
     def test_step(self, data):
         return self._for_cross_worker_mean(super().test_step(data))

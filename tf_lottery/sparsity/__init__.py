@@ -1,0 +1,22 @@
+"""Masks that change during training: the mask-update engine, its updaters, sparsity schedules
+with tfmot's names, and layer-wise sparsity distributions.
+
+* schedules: ConstantSparsity, PolynomialDecay (tfmot semantics);
+* distributions: layer_densities(model, sparsity, distribution) — uniform, er, erk, global, dict;
+* engine: MaskUpdater, called in-graph by SparseModel.train_step;
+* gmp: GradualMagnitudePruning (Zhu & Gupta 2017), also with block sparsity;
+* api: prune_low_magnitude, strip_pruning, UpdatePruningStep, PruningSummaries (tfmot's calls).
+"""
+from tf_lottery.sparsity.api import (PruningSummaries, UpdatePruningStep, prune_low_magnitude,
+                                     strip_pruning)
+from tf_lottery.sparsity.distributions import (DISTRIBUTIONS, erdos_renyi_densities,
+                                               layer_densities)
+from tf_lottery.sparsity.engine import MaskUpdater
+from tf_lottery.sparsity.gmp import GradualMagnitudePruning
+from tf_lottery.sparsity.magnitude import global_magnitude_masks, keep_count, magnitude_mask
+from tf_lottery.sparsity.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+
+__all__ = ["PruningSummaries", "UpdatePruningStep", "prune_low_magnitude", "strip_pruning",
+           "DISTRIBUTIONS", "erdos_renyi_densities", "layer_densities", "MaskUpdater",
+           "GradualMagnitudePruning", "global_magnitude_masks", "keep_count", "magnitude_mask",
+           "ConstantSparsity", "PolynomialDecay", "PruningSchedule"]
