@@ -13,11 +13,12 @@ import keras
 import tensorflow as tf
 
 from tf_lottery.errors import check_fraction
+from tf_lottery.serializable import ConfigSerializable
 
 _PACKAGE = "tf_lottery"
 
 
-class MaskRule:
+class MaskRule(ConfigSerializable):
     """Base class: subclasses set `needs_scores` and implement `mask`/`binary_mask`."""
 
     needs_scores = False
@@ -33,14 +34,6 @@ class MaskRule:
 
     def get_config(self):
         return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from tf_lottery.errors import ConfigError, check_fraction
+from tf_lottery.serializable import ConfigSerializable
 
 _PACKAGE = "tf_lottery"
 
@@ -26,7 +27,7 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
-class PruningSchedule:
+class PruningSchedule(ConfigSerializable):
     """Base class: when masks change (`should_prune`) and to which sparsity.
 
     Subclasses implement `sparsity_at(step)` (float32 tensor) and set `begin_step`, `end_step`
@@ -58,17 +59,6 @@ class PruningSchedule:
 
     def __call__(self, step):
         return self.should_prune(step), self.sparsity_at(step)
-
-    def get_config(self):
-        raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)

@@ -12,26 +12,16 @@ import math
 import gin
 
 from tf_lottery.errors import ConfigError
+from tf_lottery.serializable import ConfigSerializable
 
 
-class Schedule:
+class Schedule(ConfigSerializable):
     """Base class: `__call__(epoch) -> float`, `get_config()`, `from_config()`."""
 
     log_name = "schedule"
 
     def __call__(self, epoch):
         raise NotImplementedError
-
-    def get_config(self):
-        raise NotImplementedError
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
-        return f"{type(self).__name__}({args})"
 
 
 def _check_epoch(epoch):
