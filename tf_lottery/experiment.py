@@ -18,7 +18,7 @@ import gin
 import keras
 
 from tf_lottery.data import load_dataset
-from tf_lottery.errors import ConfigError
+from tf_lottery.errors import ConfigError, TfLotteryError
 from tf_lottery.training.strategy import is_chief, make_strategy, sync_workers
 
 
@@ -111,6 +111,20 @@ class Experiment:
         return export_ticket(self.search.model.network, os.path.join(self.workdir, "ticket"),
                              metadata=metadata, strong=self.search.strong_ticket, seed=self.seed,
                              weights=self.search.ticket_weights(self))
+
+    def validate(self):
+        """Check, writing nothing, what only building can check: the data (an unknown or absent
+        dataset) and the network with the search's options (an unknown model, layer names);
+        bin/train calls it before it touches the workdir. The network built is discarded."""
+        try:
+            self.dataset  # noqa: B018 (loads it)
+            self.search.build(self)
+        except TfLotteryError:
+            raise
+        except (TypeError, ValueError, KeyError) as e:
+            from tf_lottery.config import explain_construction_error
+
+            raise ConfigError(explain_construction_error(e)) from None
 
     def run(self):
         """Run the search; returns the list of round metrics."""

@@ -3,9 +3,12 @@
     bin/train --gin_file=gin_configs/soft_iep.gin [--gin_file=more.gin]
               [--gin_bindings="TrainingRecipe.epochs = 2"] [--workdir=runs/x] [--resume|--overwrite]
 
-The workdir defaults to runs/<name of the last gin file>. The requested config is written to
+The workdir defaults to runs/<name of the last gin file>. The whole configuration is checked
+(bindings, values, data, network) before anything is written. The requested config is written to
 workdir/config.gin; a rerun with the same config continues where the last run stopped, a
-different config is refused unless --resume (continue anyway) or --overwrite (start afresh).
+different config is refused unless --resume (continue anyway) or --overwrite (start afresh: only
+a workdir tf_lottery created and holding only its files, unless --overwrite_foreign). One process
+at a time holds a workdir (a lock file naming its pid and host; see tf_lottery/workdir.py).
 """
 import errno
 import os
@@ -17,7 +20,10 @@ flags.DEFINE_multi_string("gin_file", [], "gin config file(s); later files overr
 flags.DEFINE_multi_string("gin_bindings", [], "extra gin bindings, e.g. 'TrainingRecipe.epochs=2'")
 flags.DEFINE_string("workdir", None, "run directory (default: runs/<gin file name>)")
 flags.DEFINE_bool("resume", False, "continue in a workdir even if its config differs")
-flags.DEFINE_bool("overwrite", False, "delete the workdir and start afresh")
+flags.DEFINE_bool("overwrite", False, "delete the contents of the workdir (only a tf_lottery "
+                  "workdir holding nothing but tf_lottery's files) and start afresh")
+flags.DEFINE_bool("overwrite_foreign", False, "with --overwrite: also delete a workdir that "
+                  "holds files tf_lottery did not write")
 flags.DEFINE_bool("export", True, "export the final ticket (SavedModel + ticket file)")
 FLAGS = flags.FLAGS
 _CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
@@ -42,7 +48,8 @@ def main(argv):
         from tf_lottery.cli.run import train
 
         train(FLAGS.workdir or default_workdir(FLAGS.gin_file), resume=FLAGS.resume,
-              overwrite=FLAGS.overwrite, export=FLAGS.export)
+              overwrite=FLAGS.overwrite, export=FLAGS.export,
+              overwrite_foreign=FLAGS.overwrite_foreign)
     except TfLotteryError as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1

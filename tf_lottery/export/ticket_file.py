@@ -29,6 +29,8 @@ otherwise; variables that moved in training (batch-norm statistics) are stored.
 import copy
 import json
 import os
+import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -228,11 +230,25 @@ def save_ticket(model, path, metadata=None, strong=False, seed=None, weights=Non
 
 
 def _read(path):
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):  # a plain .npy array
+            raise ConfigError(f"{path} is not a tf_lottery ticket file (not an .npz archive)")
+        with data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise ConfigError(f"ticket file {path} not found") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        detail = (str(e).splitlines() or [""])[0][:80]
+        raise ConfigError(f"{path} is not a tf_lottery ticket file or is damaged "
+                          f"({type(e).__name__}: {detail})") from None
     if "header" not in arrays:
         raise ConfigError(f"{path} is not a tf_lottery ticket file (no header)")
-    header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
+    try:
+        header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not a tf_lottery ticket file (unreadable header: "
+                          f"{e})") from None
     if header.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a tf_lottery ticket file (format "
                           f"{header.get('format')!r})")

@@ -17,9 +17,10 @@ without metrics.json, from that round's last epoch checkpoint.
 import json
 import os
 import re
-import tempfile
 
 import numpy as np
+
+from tf_lottery import workdir as workdir_lib
 
 ROUND_PATTERN = re.compile(r"^round_(\d+)$")
 METRICS_FILE = "metrics.json"
@@ -37,12 +38,8 @@ def init_dir(workdir):
 
 def write_json(path, data):
     """Write JSON atomically (a kill leaves the old file or the new one, never half of one)."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
+    with workdir_lib.atomic_write(path) as f:
         json.dump(data, f, indent=2, sort_keys=True, default=_to_builtin)
-    os.replace(tmp, path)
 
 
 def _to_builtin(value):
@@ -54,11 +51,8 @@ def _to_builtin(value):
 
 
 def save_masks(path, masks):
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz")
-    os.close(fd)
-    np.savez_compressed(tmp, **{name: np.asarray(m, np.uint8) for name, m in masks.items()})
-    os.replace(tmp, path)
+    with workdir_lib.atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **{name: np.asarray(m, np.uint8) for name, m in masks.items()})
 
 
 def load_masks(path):
@@ -67,10 +61,12 @@ def load_masks(path):
 
 
 def save_weights(path, model):
-    """model.save_weights through a temporary file, so a kill never leaves a torn file."""
-    tmp = path + ".tmp.weights.h5"
-    model.save_weights(tmp)
-    os.replace(tmp, path)
+    """model.save_weights through a temporary file, so a kill never leaves a torn file; a disk
+    without room for it is an OSError naming `path` before HDF5 starts writing."""
+    size = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
+    workdir_lib.ensure_space(path, size + (1 << 20))
+    with workdir_lib.io_errors(path), workdir_lib.atomic_path(path, ".weights.h5") as tmp:
+        model.save_weights(tmp)
 
 
 def save_round(workdir, index, model, masks, metrics):

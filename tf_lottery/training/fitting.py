@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from tf_lottery import workdir as workdir_lib
 from tf_lottery.errors import TrainingError
 
 HISTORY_FILE = "history.json"
@@ -51,11 +52,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         logs = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
         history = read_history(self.history_path)
         history = [h for h in history if h["epoch"] < epoch] + [{"epoch": epoch, **logs}]
-        tmp = self.history_path + ".tmp"
-        with open(tmp, "w") as f:
+        with workdir_lib.atomic_write(self.history_path) as f:
             json.dump(history, f)
-        os.replace(tmp, self.history_path)
-        self.manager.save(checkpoint_number=epoch + 1)
+        with workdir_lib.io_errors(self.manager.directory):
+            self.manager.save(checkpoint_number=epoch + 1)
 
 
 def _first_non_finite(variables):

@@ -3,7 +3,7 @@ place (the hyperparameters a paper states for one round of training)."""
 import gin
 import keras
 
-from tf_lottery.errors import ConfigError, check_fraction
+from tf_lottery.errors import ConfigError, check_fraction, check_positive
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("constant", "cosine", "step")
@@ -38,8 +38,7 @@ class TrainingRecipe:
                               f"got {lr_schedule!r}")
         if int(epochs) < 1:
             raise ConfigError(f"TrainingRecipe.epochs must be >= 1, got {epochs!r}")
-        if learning_rate <= 0:
-            raise ConfigError(f"TrainingRecipe.learning_rate must be > 0, got {learning_rate!r}")
+        check_positive("TrainingRecipe.learning_rate", learning_rate)
         self.optimizer = optimizer
         self.learning_rate = float(learning_rate)
         self.momentum = float(momentum)
