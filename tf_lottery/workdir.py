@@ -83,14 +83,64 @@ def atomic_write(path, mode="w"):
             os.fsync(f.fileno())
 
 
+@contextlib.contextmanager
+def atomic_folder(path):
+    """A temporary folder next to `path` to fill; it replaces `path` (a folder) when the block
+    ends without an error, and is removed otherwise (the old folder is then untouched)."""
+    parent = os.path.dirname(path) or "."
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(path) + ".tmp")
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~UMASK)
+        if os.path.isdir(path):
+            old = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(path) + ".tmp-old")
+            os.replace(path, os.path.join(old, "x"))
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def ensure_space(path, needed_bytes):
     """Raise OSError(ENOSPC) naming `path` unless its file system has `needed_bytes` free.
-    HDF5 can crash the process (segmentation fault) when the disk fills mid-write, so the
-    weights writers check first."""
+    HDF5 crashes the process (segmentation fault, h5py 3.14) when the disk fills mid-write, so
+    the weights writers check first. (Another process filling the disk between the check and
+    the write can still cause it.)"""
     directory = os.path.dirname(path) or "."
     stats = os.statvfs(directory)
     if stats.f_bavail * stats.f_frsize < needed_bytes:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+
+RAM_FOLDER = "/dev/shm"
+
+
+@contextlib.contextmanager
+def staged_in_memory(path, needed_bytes, suffix=""):
+    """A path in RAM (/dev/shm, when it exists and has room) to write a file that will be
+    copied to `path` with plain Python I/O when the block ends, so that a full disk is an
+    OSError and not a crash of the writing library; else `path` itself, after ensure_space."""
+    ensure_space(path, needed_bytes)
+    try:
+        ensure_space(os.path.join(RAM_FOLDER, "x"), 2 * needed_bytes)
+        fd, stage = tempfile.mkstemp(dir=RAM_FOLDER, prefix="tf_lottery.tmp", suffix=suffix)
+    except OSError:
+        yield path
+        return
+    os.close(fd)
+    try:
+        yield stage
+        try:
+            shutil.copyfile(stage, path)
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, path) from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(stage)
 
 
 _TF_PATH = re.compile(r"(/[^\s:;,'\"]+)")
@@ -119,14 +169,40 @@ def io_errors(path):
             code = re.search(r"errno = (\d+)", str(e))
             code = int(code.group(1)) if code else errno.EIO
             raise OSError(code, os.strerror(code), path) from None
-        if not e.filename:
+        if not e.filename or str(e.filename).startswith(f"{path}.tmp"):  # or our temporary
             raise OSError(e.errno, e.strerror, path) from None
         raise
 
 
 def _named_path(error, default):
-    found = _TF_PATH.findall(getattr(error, "message", "") or str(error))
-    return found[0] if found else default
+    """The file a TensorFlow error names when it is under `default` (a file or folder being
+    written), else `default` (its messages also hold device names such as /job:localhost)."""
+    root = os.path.dirname(default) or default
+    found = [p for p in _TF_PATH.findall(getattr(error, "message", "") or str(error))
+             if p.startswith(root)]
+    if not found:
+        return default
+    return re.sub(r"_temp/.*$", "", found[0])  # tf.train.Checkpoint's shard of ckpt-N: ckpt-N
+
+
+# errno values that mean "this path cannot be written" (not a bug of the program)
+CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EFBIG, errno.EIO)
+
+
+def write_error(error, default_path):
+    """OSError(errno, strerror, path) for an error that says a file could not be written (an
+    OSError with one of CANNOT_WRITE, TensorFlow's ResourceExhausted/PermissionDenied or a
+    message saying the disk is full), else None."""
+    if isinstance(error, OSError):
+        return error if error.errno in CANNOT_WRITE else None
+    try:
+        with io_errors(default_path):
+            raise error
+    except OSError as converted:
+        return converted
+    except BaseException:  # noqa: BLE001 (not a write error: the caller re-raises the original)
+        return None
 
 
 # -- cleaning ---------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ different config is refused unless --resume (continue anyway) or --overwrite (st
 a workdir tf_lottery created and holding only its files, unless --overwrite_foreign). One process
 at a time holds a workdir (a lock file naming its pid and host; see tf_lottery/workdir.py).
 """
-import errno
 import os
 import sys
 
@@ -26,8 +25,6 @@ flags.DEFINE_bool("overwrite_foreign", False, "with --overwrite: also delete a w
                   "holds files tf_lottery did not write")
 flags.DEFINE_bool("export", True, "export the final ticket (SavedModel + ticket file)")
 FLAGS = flags.FLAGS
-_CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
-                 errno.ENOTDIR)
 
 
 def default_workdir(gin_files):
@@ -53,11 +50,14 @@ def main(argv):
     except TfLotteryError as e:
         print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
         return 1
-    except OSError as e:  # a workdir that became unwritable or full during the run
-        if e.errno not in _CANNOT_WRITE:
+    except Exception as e:  # noqa: BLE001 a workdir that became unwritable or full
+        from tf_lottery.workdir import write_error
+
+        error = write_error(e, FLAGS.workdir or default_workdir(FLAGS.gin_file))
+        if error is None:
             raise
-        print(f"error: cannot write {e.filename}: {e.strerror}; completed rounds are intact, "
-              f"rerun the same command to continue", file=sys.stderr)
+        print(f"error: cannot write {error.filename}: {error.strerror}; completed rounds are "
+              f"intact, rerun the same command to continue", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue from the last checkpoint",

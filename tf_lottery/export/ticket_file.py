@@ -38,6 +38,7 @@ import tensorflow as tf
 
 import tf_lottery
 from tf_lottery import masks as masks_lib
+from tf_lottery import workdir as workdir_lib
 from tf_lottery.errors import ConfigError
 from tf_lottery.export.plain import network_of
 from tf_lottery.layers.mask_rules import FixedMask
@@ -224,7 +225,7 @@ def save_ticket(model, path, metadata=None, strong=False, seed=None, weights=Non
     path = str(path)
     if not path.endswith(".npz"):
         path += ".npz"
-    with open(path, "wb") as f:
+    with workdir_lib.atomic_write(path, "wb") as f:
         np.savez_compressed(f, **arrays)
     return path
 

@@ -61,12 +61,14 @@ def load_masks(path):
 
 
 def save_weights(path, model):
-    """model.save_weights through a temporary file, so a kill never leaves a torn file; a disk
-    without room for it is an OSError naming `path` before HDF5 starts writing."""
-    size = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
-    workdir_lib.ensure_space(path, size + (1 << 20))
+    """model.save_weights through a temporary file, so a kill never leaves a torn file; HDF5
+    writes in RAM and the file is copied to disk, so that a full disk is an OSError naming
+    `path`, never a crash of HDF5 (see workdir.staged_in_memory)."""
+    size = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize + 4096  # + HDF5 metadata
+               for v in model.weights) + (1 << 20)
     with workdir_lib.io_errors(path), workdir_lib.atomic_path(path, ".weights.h5") as tmp:
-        model.save_weights(tmp)
+        with workdir_lib.staged_in_memory(tmp, size, ".weights.h5") as stage:
+            model.save_weights(stage)
 
 
 def save_round(workdir, index, model, masks, metrics):
