@@ -1,7 +1,7 @@
 """One round of `model.fit` that survives a kill: epoch checkpoints with tf.train.CheckpointManager,
 restart from the last good one (falling back past a corrupt one), a NaN/inf loss or trainable
-variable stopping the round with one readable error, and the per-epoch history kept on disk
-across restarts."""
+variable — or a loss that grows by orders of magnitude (DIVERGENCE_FACTOR) — stopping the round
+with one readable error, and the per-epoch history kept on disk across restarts."""
 import json
 import math
 import os
@@ -15,22 +15,41 @@ from tf_lottery import workdir as workdir_lib
 from tf_lottery.errors import TrainingError
 
 HISTORY_FILE = "history.json"
+# Divergence without NaN: a training loss (Keras's running mean of the epoch) above this many times
+# max(1, the first loss of the fit), e.g. above 2300 for a 10-class cross-entropy starting at
+# ln 10 = 2.3, means logits thousands apart: the learning rate is far too high. Healthy runs stay
+# far below (a loss rarely exceeds a few times its starting value).
+DIVERGENCE_FACTOR = 1e3
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """Save model + optimizer at the end of every finite epoch; append the epoch's logs to
-    history.json (the epoch number is the checkpoint number)."""
+    history.json (the epoch number is the checkpoint number). Stops training (nothing of the
+    epoch saved) at a NaN/inf loss or variable, or a loss above DIVERGENCE_FACTOR × max(1, the
+    first loss of this fit); `nan_at` then says where and `diverged` how."""
 
     def __init__(self, manager, history_path):
         super().__init__()
         self.manager = manager
         self.history_path = history_path
         self.nan_at = None
+        self.diverged = "NaN/inf"
+        self.first_loss = None
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if self.nan_at is None and loss is not None and not math.isfinite(float(loss)):
+        if self.nan_at is not None or loss is None:
+            return
+        loss = float(loss)
+        if not math.isfinite(loss):
             self.nan_at = f"epoch {self._epoch + 1}, step {batch + 1}"
+        elif self.first_loss is None:
+            self.first_loss = loss
+        elif loss > DIVERGENCE_FACTOR * max(1.0, self.first_loss):
+            self.nan_at = f"epoch {self._epoch + 1}, step {batch + 1}"
+            self.diverged = (f"loss {loss:.3g}, over {DIVERGENCE_FACTOR:g} x the first loss "
+                             f"{self.first_loss:.3g}")
+        if self.nan_at is not None:
             self.model.stop_training = True
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -118,7 +137,7 @@ def fit_round(model, dataset, optimizer, loss, epochs, directory, callbacks=(), 
         if saver.nan_at is not None:
             last = manager.latest_checkpoint or "none yet in this round"
             raise TrainingError(
-                f"training diverged (NaN/inf) in {saver.nan_at}; training stopped; last good "
-                f"checkpoint: {last} (earlier rounds are intact). Lower the learning rate or "
+                f"training diverged ({saver.diverged}) in {saver.nan_at}; training stopped; last "
+                f"good checkpoint: {last} (earlier rounds are intact). Lower the learning rate or "
                 f"check the data.")
     return read_history(history_path)
