@@ -132,6 +132,12 @@ class Experiment:
         if not self.is_chief:
             _copy_resume_state(self.chief_workdir, self.workdir)
         os.makedirs(self.workdir, exist_ok=True)
+        if self.is_chief:  # damaged rounds are set aside and recomputed, never trusted
+            from tf_lottery.search import rounds
+
+            rounds.set_aside_damaged(self.workdir,
+                                     report=lambda line: print(f"warning: {line}",
+                                                               file=sys.stderr, flush=True))
         keras.utils.set_random_seed(self.seed)
         start = time.time()
         results = self.search.run(self)

@@ -20,6 +20,7 @@ directory (the round structure itself is search/rounds.py).
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -36,7 +37,8 @@ CONFIG_FILE = "config.gin"
 TEMPORARY = re.compile(r"\.tmp|_temp$")  # ours (atomic_path) and tf.train.Checkpoint's
 # What tf_lottery writes at the top of a workdir; anything else is the user's.
 OWN_ENTRIES = re.compile(r"^(\.tf_lottery_workdir|\.tf_lottery\.lock|config\.gin|"
-                         r"operative_config\.gin|init|round_\d+|tensorboard|ticket|teacher)$")
+                         r"operative_config\.gin|(init|round_\d+)(\.damaged(-\d+)?)?|"
+                         r"tensorboard|ticket|teacher)$")
 # Entries that hold a run's progress (what a failed start must not have produced).
 PROGRESS = re.compile(r"^(init|round_\d+)$")
 
@@ -203,6 +205,62 @@ def write_error(error, default_path):
         return converted
     except BaseException:  # noqa: BLE001 (not a write error: the caller re-raises the original)
         return None
+
+
+# -- checksums ------------------------------------------------------------------------------------
+
+MANIFEST_FILE = "manifest.json"
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory, names):
+    """directory/manifest.json: {name: {sha256, bytes}} of the files `names` (written last:
+    its presence says the folder is complete)."""
+    files = {name: {"sha256": sha256_file(os.path.join(directory, name)),
+                    "bytes": os.path.getsize(os.path.join(directory, name))} for name in names}
+    with atomic_write(os.path.join(directory, MANIFEST_FILE)) as f:
+        json.dump({"files": files}, f, indent=2, sort_keys=True)
+
+
+def verify_manifest(directory):
+    """None when directory/manifest.json is absent (a folder written before manifests) or every
+    file it lists has its checksum; else one line saying what is wrong."""
+    path = os.path.join(directory, MANIFEST_FILE)
+    if not os.path.exists(path):
+        return None
+    name = os.path.basename(os.path.normpath(directory))
+    try:
+        with open(path) as f:
+            files = json.load(f)["files"]
+        expected = {file: entry["sha256"] for file, entry in files.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"{name}/{MANIFEST_FILE} is unreadable ({type(e).__name__})"
+    for file, digest in sorted(expected.items()):
+        try:
+            actual = sha256_file(os.path.join(directory, file))
+        except OSError as e:
+            return f"{name}/{file} is unreadable ({e.strerror})"
+        if actual != digest:
+            return f"{name}/{file} does not match its checksum in {MANIFEST_FILE}"
+    return None
+
+
+def set_aside(path):
+    """Rename a damaged folder to <name>.damaged[-N] (kept for inspection, never deleted);
+    returns the new path."""
+    target, n = f"{path}.damaged", 1
+    while os.path.exists(target):
+        n += 1
+        target = f"{path}.damaged-{n}"
+    os.replace(path, target)
+    return target
 
 
 # -- cleaning ---------------------------------------------------------------------------------------
