@@ -111,3 +111,17 @@ def test_a_finite_loss_growing_by_orders_of_magnitude_is_divergence(tmp_path, lo
         assert saver.nan_at == f"epoch 1, step {len(losses)}"
         assert saver.diverged == (f"loss {losses[-1]:.3g}, over {DIVERGENCE_FACTOR:g} x the "
                                   f"first loss {losses[0]:.3g}")
+
+
+@needs_fashion_mnist
+def test_a_garbled_state_file_and_history_are_set_aside_and_the_round_resumes(tmp_path, capsys):
+    _fit(_model(), str(tmp_path), epochs=1)
+    with open(os.path.join(tmp_path, "checkpoints", "checkpoint"), "wb") as f:
+        f.write(b"\x00\xffgarbage {{{")
+    with open(os.path.join(tmp_path, "history.json"), "r+b") as f:
+        f.truncate(7)
+    history = _fit(_model(), str(tmp_path), epochs=2)
+    assert [h["epoch"] for h in history] == [1]  # resumed from ckpt-1: epoch 2 only
+    err = capsys.readouterr().err
+    assert "checkpoints/checkpoint is unreadable" in err and "history.json is unreadable" in err
+    assert os.path.exists(os.path.join(tmp_path, "checkpoints", "checkpoint.damaged"))

@@ -20,12 +20,12 @@ def prepare_workdir(workdir, config_text, resume, overwrite, overwrite_foreign=F
         workdir_lib.clear(workdir, delete_foreign=overwrite_foreign)
     state = "new"
     if os.path.exists(path):
-        try:
-            with open(path) as f:
+        try:  # a garbled file is "another config": refused, or replaced with --resume
+            with open(path, encoding="utf-8", errors="replace") as f:
                 previous = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read {path} ({e}); use --overwrite to start afresh or "
-                              f"another --workdir") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read {path} ({e.strerror}); use --resume to continue "
+                              f"with this config, or another --workdir") from None
         if previous == config_text:
             state = "same"
         elif resume:

@@ -5,6 +5,8 @@ with one readable error, and the per-epoch history kept on disk across restarts.
 import json
 import math
 import os
+import re
+import sys
 
 import keras
 import numpy as np
@@ -86,10 +88,53 @@ def _first_non_finite(variables):
 
 
 def read_history(path):
+    """The per-epoch logs of a round so far; an unreadable file (torn by something else than
+    our atomic writes) is reported in one line and set aside, and the history restarts."""
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            history = json.load(f)
+        if isinstance(history, list) and all(isinstance(h, dict) and "epoch" in h
+                                             for h in history):
+            return history
+        problem = "not a list of epoch records"
+    except (OSError, ValueError) as e:
+        problem = type(e).__name__
+    moved = workdir_lib.set_aside(path)
+    print(f"warning: {path} is unreadable ({problem}); set aside as {os.path.basename(moved)}, "
+          f"the history restarts here", file=sys.stderr, flush=True)
+    return []
+
+
+def _checkpoint_manager(checkpoint, directory):
+    """tf.train.CheckpointManager of `directory`; a state file ('checkpoint') it cannot parse
+    is set aside (the checkpoints themselves are found by their files, see restore_latest)."""
+    try:
+        return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
+    except Exception as e:  # noqa: BLE001 text_format.ParseError, tf errors, UnicodeDecodeError
+        state = os.path.join(directory, "checkpoint")
+        if not os.path.exists(state):
+            raise
+        moved = workdir_lib.set_aside(state)
+        print(f"warning: {state} is unreadable ({type(e).__name__}); set aside as "
+              f"{os.path.basename(moved)}", file=sys.stderr, flush=True)
+        return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=2)
+
+
+def _checkpoint_paths(manager):
+    """The checkpoints of the manager's directory, oldest first: those of its state file, or
+    when that lists none, every ckpt-N with an index file."""
+    if manager.checkpoints:
+        return list(manager.checkpoints)
+    found = []
+    if os.path.isdir(manager.directory):
+        for name in os.listdir(manager.directory):
+            match = re.fullmatch(r"ckpt-(\d+)\.index", name)
+            if match:
+                found.append((int(match.group(1)), os.path.join(manager.directory,
+                                                                name[:-len(".index")])))
+    return [path for _, path in sorted(found)]
 
 
 def restore_latest(manager, checkpoint):
@@ -97,7 +142,7 @@ def restore_latest(manager, checkpoint):
 
     A checkpoint that cannot be read (truncated, corrupt) is reported and the previous one used.
     """
-    for path in reversed(manager.checkpoints):
+    for path in reversed(_checkpoint_paths(manager)):
         try:
             checkpoint.restore(path).expect_partial()
         except (tf.errors.OpError, ValueError, AssertionError, IndexError, OSError) as e:
@@ -123,8 +168,7 @@ def fit_round(model, dataset, optimizer, loss, epochs, directory, callbacks=(), 
                       jit_compile=jit_compile)
         optimizer.build(model.trainable_variables)
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(directory, "checkpoints"),
-                                         max_to_keep=2)
+    manager = _checkpoint_manager(checkpoint, os.path.join(directory, "checkpoints"))
     start_epoch = restore_latest(manager, checkpoint)
     history_path = os.path.join(directory, HISTORY_FILE)
     if start_epoch < epochs:
