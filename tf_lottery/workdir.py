@@ -126,11 +126,11 @@ def staged_in_memory(path, needed_bytes, suffix=""):
     """A path in RAM (/dev/shm, when it exists and has room) to write a file that will be
     copied to `path` with plain Python I/O when the block ends, so that a full disk is an
     OSError and not a crash of the writing library; else `path` itself, after ensure_space."""
-    ensure_space(path, needed_bytes)
     try:
         ensure_space(os.path.join(RAM_FOLDER, "x"), 2 * needed_bytes)
         fd, stage = tempfile.mkstemp(dir=RAM_FOLDER, prefix="tf_lottery.tmp", suffix=suffix)
     except OSError:
+        ensure_space(path, needed_bytes)
         yield path
         return
     os.close(fd)

@@ -38,7 +38,10 @@ def full_disk_at(monkeypatch):
     return install
 
 
-def test_weights_on_a_full_disk_are_an_oserror_naming_the_file(tmp_path, full_disk_at):
+def test_without_ram_weights_on_a_full_disk_are_refused_before_hdf5_writes(tmp_path,
+                                                                           full_disk_at,
+                                                                           monkeypatch):
+    monkeypatch.setattr(workdir_lib, "RAM_FOLDER", str(tmp_path / "no_such_ram_folder"))
     path = str(tmp_path / "round_00" / rounds.WEIGHTS_FILE)
     network = _network()
     rounds.save_weights(path, network)
