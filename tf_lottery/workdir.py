@@ -184,7 +184,9 @@ def _named_path(error, default):
              if p.startswith(root)]
     if not found:
         return default
-    return re.sub(r"_temp/.*$", "", found[0])  # tf.train.Checkpoint's shard of ckpt-N: ckpt-N
+    # the file being written, not its temporary: tf.train.Checkpoint's shard of ckpt-N (ckpt-N),
+    # a file inside a temporary folder of atomic_folder, a temporary of atomic_path
+    return re.sub(r"(_temp|\.tmp[^/]*)(/.*)?$", "", found[0])
 
 
 # errno values that mean "this path cannot be written" (not a bug of the program)
