@@ -13,6 +13,7 @@ import pytest
 
 from tf_lottery import workdir as workdir_lib
 from tests.cli.train_process import ROOT, TINY
+from tests.conftest import needs_fashion_mnist
 from tf_lottery.cli import run as cli_run
 from tf_lottery.config import parse_config
 from tf_lottery.errors import ConfigError
@@ -112,6 +113,17 @@ def test_resume_with_overwrite_is_refused_before_anything(tmp_path):
     before = sorted(os.listdir(workdir))
     with pytest.raises(ConfigError, match="--resume and --overwrite contradict"):
         cli_run.train(workdir, resume=True, overwrite=True)
+    assert sorted(os.listdir(workdir)) == before
+
+
+@needs_fashion_mnist
+def test_overwrite_checks_the_whole_config_before_deleting_anything(tmp_path):
+    parse_config([os.path.join(ROOT, "gin_configs", "soft_iep.gin")],
+                 [*TINY_BINDINGS, "build_model.name='nope'"])
+    workdir = _finished_workdir(tmp_path / "run")
+    before = sorted(os.listdir(workdir))
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        cli_run.train(workdir, overwrite=True)
     assert sorted(os.listdir(workdir)) == before
 
 
