@@ -169,7 +169,7 @@ def bad_inputs(tally, scratch, jobs, quick):
             "from tf_lottery.errors import TfLotteryError\n"
             "for v in (math.nan, math.inf, -math.inf, 'abc', None, 0):\n"
             "    try:\n        TrainingRecipe(learning_rate=v)\n        print('accepted', v)\n"
-            "    except TfLotteryError as e:\n        print('error:', e)\n")
+            "    except TfLotteryError as e:\n        print('error:', str(e).splitlines()[0])\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
     for line in result.stdout.splitlines():
