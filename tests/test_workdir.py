@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 
+import gin
 import numpy as np
 import pytest
 
@@ -21,6 +22,12 @@ from tf_lottery.search import rounds
 
 
 TINY_BINDINGS = [arg.split("=", 1)[1] for arg in TINY]
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_bindings():
+    yield
+    gin.clear_config()  # the bindings parsed here must not leak into other tests
 
 
 def _mode(path):
