@@ -142,7 +142,7 @@ class Tally:
         return "\n".join(lines)
 
 
-# -- scenario groups --------------------------------------------------------------------------------
+# -- scenario groups ----------------------------------------------------------------------------
 
 def bad_inputs(tally, scratch, jobs, quick):
     made = scenarios.make_gin_files(scratch)
@@ -289,7 +289,8 @@ def corruption(tally, scratch, reference, jobs, quick, rng):
             code = ("import sys\nfrom tf_lottery.export import load_ticket\n"
                     "from tf_lottery.errors import TfLotteryError\ntry:\n"
                     "    load_ticket(sys.argv[1])\nexcept TfLotteryError as e:\n"
-                    "    print('error:', str(e).splitlines()[0], file=sys.stderr)\n    sys.exit(1)\n")
+                    "    print('error:', str(e).splitlines()[0], file=sys.stderr)\n"
+                    "    sys.exit(1)\n")
             results.append(("load_ticket", subprocess.run(
                 [sys.executable, "-c", code, os.path.join(workdir, rel)], capture_output=True,
                 text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})))

@@ -52,7 +52,7 @@ def _umask():
 UMASK = _umask()
 
 
-# -- writing --------------------------------------------------------------------------------------
+# -- writing ----------------------------------------------------------------------------------
 
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
@@ -209,7 +209,7 @@ def write_error(error, default_path):
         return None
 
 
-# -- checksums ------------------------------------------------------------------------------------
+# -- checksums ----------------------------------------------------------------------------------
 
 MANIFEST_FILE = "manifest.json"
 
@@ -265,7 +265,7 @@ def set_aside(path):
     return target
 
 
-# -- cleaning ---------------------------------------------------------------------------------------
+# -- cleaning ----------------------------------------------------------------------------------
 
 def clean_temporary(workdir):
     """Remove what killed writes left (`*.tmp*` files, `ckpt-N_temp/` folders) inside the
@@ -341,7 +341,7 @@ def clear(workdir, delete_foreign=False):
             os.remove(path)
 
 
-# -- the lock ---------------------------------------------------------------------------------------
+# -- the lock ----------------------------------------------------------------------------------
 
 class WorkdirLockedError(ConfigError):
     """Another live process holds the workdir."""
