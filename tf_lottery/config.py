@@ -3,6 +3,8 @@ one), and the canonical text of a requested config (what bin/train compares acro
 import difflib
 import inspect
 import logging as std_logging
+import math
+import numbers
 import os
 import re
 
@@ -61,6 +63,13 @@ def explain_gin_error(error):
         close = difflib.get_close_matches(parameter, sorted(known.get(name, ())), n=1)
         hint = f"; did you mean '{name}.{close[0]}'?" if close else ""
         return f"{name} has no parameter {parameter!r}{hint}"
+    token = re.search(r"Failed to parse token '([^']*)'", str(error))
+    if token:
+        line = (getattr(error, "text", None) or "").strip()
+        where = f" in {line!r}" if line else ""
+        return (f"cannot read the value {token.group(1)!r}{where}: a gin value is a Python "
+                f"literal (a number, a 'quoted string', True/False/None, a [list]) or a "
+                f"@reference")
     return f"invalid gin config: {message}"
 
 
@@ -69,9 +78,13 @@ def parse_config(files=(), bindings=()):
     register_configurables()
     for path in files:
         try:
-            open(path).close()
+            with open(path, encoding="utf-8") as f:
+                f.read()
         except OSError as e:
             raise ConfigError(f"cannot read gin file {path}: {e.strerror}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"cannot read gin file {path}: not UTF-8 text (byte {e.start})"
+                              ) from None
     gin.clear_config()
     for path in files:  # `include 'base/x.gin'` resolves next to the including file
         gin.add_config_file_search_path(os.path.dirname(os.path.abspath(path)))
@@ -85,6 +98,89 @@ def parse_config(files=(), bindings=()):
     finally:
         logging.set_verbosity(verbosity)
         std_logging.disable(std_logging.NOTSET)
+    check_bound_values()
+
+
+def _defaults(configurable):
+    """{parameter: default} of a registered configurable's own signature."""
+    wrapped = getattr(configurable, "wrapped", None)
+    target = wrapped.__init__ if inspect.isclass(wrapped) else wrapped
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+# Parameters named as numbers (DESIGN.md: names that cannot be misread) whose default is None
+_NUMERIC_NAME = re.compile(r"(fraction|sparsity|density|remaining|learning_rate|momentum|"
+                           r"\.num_\w+|epochs|steps|rounds)$")
+
+
+def check_value(name, value, default):
+    """Raise ConfigError when `value` cannot stand where `default` stands: a number (not NaN
+    or ±inf) for a numeric default, True/False for a boolean one; a list of them where a list
+    is given (per-round values). None and dicts are let through (the constructor decides), and
+    so is anything for other defaults."""
+    if value is None or isinstance(value, dict) or _is_reference(value):
+        return
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            check_value(name, item, default)
+        return
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+    elif default is None and _NUMERIC_NAME.search(name) and isinstance(value, (str, bool)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    elif isinstance(default, numbers.Real):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ConfigError(f"{name} must be a number (default {default!r}), got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number (default {default!r}), got "
+                              f"{value!r}")
+        if isinstance(default, numbers.Integral) and value != int(value):
+            raise ConfigError(f"{name} must be a whole number (default {default!r}), got "
+                              f"{value!r}")
+
+
+def check_bound_values():
+    """Check every bound literal against its parameter's default (check_value), so that a value
+    of the wrong type, NaN or ±inf is one ConfigError naming the binding before anything is
+    built or written. References (@name) and macros are left to gin."""
+    from gin import config as gin_config
+
+    for (_, selector), bindings in gin_config._CONFIG.items():  # no public listing API
+        configurable = gin_config._REGISTRY.get(selector)
+        if configurable is None:
+            continue
+        defaults = _defaults(configurable)
+        short = selector.split(".")[-1]
+        for parameter, value in bindings.items():
+            if parameter in defaults and not _is_reference(value):
+                check_value(f"{short}.{parameter}", value, defaults[parameter])
+
+
+def _is_reference(value):
+    return type(value).__module__.startswith("gin")  # ConfigurableReference, macros
+
+
+def explain_construction_error(error):
+    """One line for an error raised while gin builds the configured objects: a missing required
+    binding, or a constructor refusing a value (gin appends "In call to configurable 'X'")."""
+    text = str(error)
+    required = re.search(r"Required bindings for `([^`]+)` not provided in config: \[(.*)\]",
+                         text)
+    if required:
+        name = required.group(1).split(".")[-1]
+        params = [p.strip(" '\"") for p in required.group(2).split(",") if p.strip()]
+        return (f"missing required gin bindings: {', '.join(f'{name}.{p}' for p in params)}; "
+                f"give a recipe that binds them, e.g. --gin_file=gin_configs/soft_iep.gin "
+                f"(see gin_configs/)")
+    where = re.search(r"In call to configurable '([^']+)'", text)
+    first = (text.strip().splitlines() or [type(error).__name__])[0]
+    prefix = f"{where.group(1).split('.')[-1]}: " if where else ""
+    return f"invalid gin config: {prefix}{first} ({type(error).__name__})"
 
 
 def requested_config():

@@ -28,3 +28,16 @@ def check_fraction(name, value, allow_one=False):
         interval = "[0, 1]" if allow_one else "[0, 1)"
         raise ConfigError(f"{name} must be in {interval}, got {value!r}")
     return float(value)
+
+
+def check_positive(name, value):
+    """Raise ConfigError unless value is a finite number > 0 (not NaN, not inf, not a string)."""
+    import math
+
+    try:
+        ok = not isinstance(value, bool) and 0 < value and math.isfinite(value)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)

@@ -20,7 +20,7 @@ import gin
 import keras
 
 from tf_lottery.data import load_dataset
-from tf_lottery.errors import ConfigError
+from tf_lottery.errors import ConfigError, TfLotteryError
 from tf_lottery.training.strategy import is_chief, make_strategy, sync_workers
 
 
@@ -117,12 +117,32 @@ class Experiment:
                              metadata=metadata, strong=self.search.strong_ticket, seed=self.seed,
                              weights=self.search.ticket_weights(self))
 
+    def validate(self):
+        """Check, writing nothing, what only building can check: the data (an unknown or absent
+        dataset) and the network with the search's options (an unknown model, layer names);
+        bin/train calls it before it touches the workdir. The network built is discarded."""
+        try:
+            self.dataset  # noqa: B018 (loads it)
+            self.search.build(self)
+        except TfLotteryError:
+            raise
+        except (TypeError, ValueError, KeyError) as e:
+            from tf_lottery.config import explain_construction_error
+
+            raise ConfigError(explain_construction_error(e)) from None
+
     def run(self):
         """Run the search; returns the list of round metrics."""
         sync_workers(self.strategy)  # the chief has prepared its workdir before others copy it
         if not self.is_chief:
             _copy_resume_state(self.chief_workdir, self.workdir)
         os.makedirs(self.workdir, exist_ok=True)
+        if self.is_chief:  # damaged rounds are set aside and recomputed, never trusted
+            from tf_lottery.search import rounds
+
+            rounds.set_aside_damaged(self.workdir,
+                                     report=lambda line: print(f"warning: {line}",
+                                                               file=sys.stderr, flush=True))
         keras.utils.set_random_seed(self.seed)
         start = time.time()
         results = self.search.run(self)

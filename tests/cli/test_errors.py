@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 
@@ -202,3 +203,46 @@ sys.exit(train.main([]))
     assert _one_error_line(result) == (
         "error: cannot write /somewhere/run/round_03: No space left on device; completed "
         "rounds are intact, rerun the same command to continue")
+
+
+@needs_fashion_mnist
+def test_overwrite_checks_the_config_first_and_never_deletes_a_foreign_file(tmp_path):
+    """The issue's first case: --overwrite of a folder holding a user's file, with a bad name."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    (workdir / "precious").write_text("x")
+    line = _one_error_line(_train(f"--workdir={workdir}", "--overwrite",
+                                  "--gin_bindings=build_model.name='nope'"))
+    assert line.startswith("error: unknown model 'nope'")
+    assert os.listdir(workdir) == ["precious"]
+    line = _one_error_line(_train(f"--workdir={workdir}", "--overwrite"))  # a valid config
+    assert line.startswith(f"error: --overwrite refuses to delete {workdir}: it holds files "
+                           f"tf_lottery did not write (precious); nothing was deleted")
+    assert os.listdir(workdir) == ["precious"]
+
+
+def test_no_arguments_is_one_line_naming_what_is_missing(tmp_path):
+    result = run_train(f"--workdir={tmp_path / 'run'}")
+    assert _one_error_line(result).startswith(
+        "error: missing required gin bindings: Experiment.search, Experiment.model_fn")
+    assert not os.path.exists(tmp_path / "run")
+
+
+@needs_fashion_mnist
+def test_a_second_process_on_a_locked_workdir_names_the_holder(earlier_run):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom tf_lottery.workdir import WorkdirLock\n"
+         "lock = WorkdirLock(sys.argv[1]).acquire()\nprint('locked', flush=True)\n"
+         "time.sleep(300)", earlier_run],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = _digests(earlier_run)
+        line = _one_error_line(_train(f"--workdir={earlier_run}", "--resume"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert line == (f"error: workdir {earlier_run} is in use by pid {holder.pid} on host "
+                    f"{socket.gethostname()} (lock {earlier_run}/.tf_lottery.lock); wait for it "
+                    f"to end or use another --workdir")
+    assert _digests(earlier_run) == before

@@ -45,6 +45,7 @@ def test_report_of_two_finished_runs(edge_popup, magnitude, tmp_path):
     metrics.update(control="reinit", control_test_accuracy=0.125,
                    lmc_rounds=dict(metrics["lmc"], barrier=0.0625))
     rounds.write_json(str(metrics_path), metrics)
+    rounds.seal(str(metrics_path.parent))  # the round as if it had measured that itself
 
     out = tmp_path / "out"
     paths = write_report([edge_popup.workdir, str(weak)], str(out))

@@ -88,3 +88,40 @@ def test_a_variable_going_non_finite_under_a_finite_loss_stops_the_round(tmp_pat
         fit_round(model, data, recipe.make_optimizer(data.steps_per_epoch), recipe.make_loss(),
                   2, str(tmp_path), callbacks=[BreakAVariable()], verbose=0, validate=False)
     assert [h["epoch"] for h in read_history(os.path.join(tmp_path, "history.json"))] == [0]
+
+
+
+@pytest.mark.parametrize("losses, diverged", [
+    ([2.3, 9.0, 40.0, 2301.0], True),      # past 1000 x the first loss: the lr is far too high
+    ([0.01, 0.5, 999.0], False),           # below 1000 x max(1, first loss): noise, not divergence
+    ([0.01, 0.5, 1001.0], True),
+    ([2.3, 2.0, 1.5, 1.2], False),
+])
+def test_a_finite_loss_growing_by_orders_of_magnitude_is_divergence(tmp_path, losses, diverged):
+    from tf_lottery.training.fitting import DIVERGENCE_FACTOR, EpochCheckpoint
+
+    saver = EpochCheckpoint(manager=None, history_path=str(tmp_path / "history.json"))
+    saver.set_model(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+    saver.model.stop_training = False
+    saver.on_epoch_begin(0)
+    for step, loss in enumerate(losses):
+        saver.on_train_batch_end(step, {"loss": loss})
+    assert saver.model.stop_training is diverged
+    if diverged:
+        assert saver.nan_at == f"epoch 1, step {len(losses)}"
+        assert saver.diverged == (f"loss {losses[-1]:.3g}, over {DIVERGENCE_FACTOR:g} x the "
+                                  f"first loss {losses[0]:.3g}")
+
+
+@needs_fashion_mnist
+def test_a_garbled_state_file_and_history_are_set_aside_and_the_round_resumes(tmp_path, capsys):
+    _fit(_model(), str(tmp_path), epochs=1)
+    with open(os.path.join(tmp_path, "checkpoints", "checkpoint"), "wb") as f:
+        f.write(b"\x00\xffgarbage {{{")
+    with open(os.path.join(tmp_path, "history.json"), "r+b") as f:
+        f.truncate(7)
+    history = _fit(_model(), str(tmp_path), epochs=2)
+    assert [h["epoch"] for h in history] == [1]  # resumed from ckpt-1: epoch 2 only
+    err = capsys.readouterr().err
+    assert "checkpoints/checkpoint is unreadable" in err and "history.json is unreadable" in err
+    assert os.path.exists(os.path.join(tmp_path, "checkpoints", "checkpoint.damaged"))

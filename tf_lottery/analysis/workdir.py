@@ -37,10 +37,13 @@ bin/report (the round loop writes the others: test_accuracy, remaining_fraction,
 """
 import json
 import os
+import zipfile
+import zlib
 
 import h5py
 import numpy as np
 
+from tf_lottery import workdir as workdir_lib
 from tf_lottery.analysis.angular import angular_distance_matrix
 from tf_lottery.analysis.connectivity import lmc_metrics  # noqa: F401 (re-exported)
 from tf_lottery.errors import DataError
@@ -95,6 +98,10 @@ class Round:
         if not os.path.exists(metrics_path):
             self.problem = f"{self.name} has no {rounds.METRICS_FILE}: unfinished"
         else:
+            self.problem = workdir_lib.verify_manifest(self.path)
+            if self.problem:
+                self.problem += ": damaged, not reported (a rerun of bin/train recomputes it)"
+                return
             try:
                 with open(metrics_path) as f:
                     self.metrics = json.load(f)
@@ -186,7 +193,11 @@ class Workdir:
         return lines
 
     def masks(self, round_):
-        return rounds.load_masks(round_.masks_path)
+        try:
+            return rounds.load_masks(round_.masks_path)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+            raise DataError(f"cannot read {round_.masks_path} ({type(e).__name__}); a rerun of "
+                            f"bin/train recomputes the round") from None
 
     def network(self, round_):
         """(raw kernels, masks) of a round from its files."""

@@ -193,8 +193,9 @@ def _tfds_builder(name, data_dir, download):
 
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError:
-        close = difflib.get_close_matches(name, tfds.list_builders(), n=3)
+    except (tfds.core.registered.DatasetNotFoundError, ValueError):  # ValueError: unparsable
+        close = difflib.get_close_matches(name.replace("-", "_").lower(), tfds.list_builders(),
+                                          n=3)
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ConfigError(f"unknown dataset {name!r}: not a TFDS dataset.{hint}") from None
     try:

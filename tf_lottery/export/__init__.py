@@ -1,6 +1,7 @@
 """Ship tickets: a SavedModel (and .keras / TFLite) of the plain network, and the ticket file."""
 import os
 
+from tf_lottery import workdir as workdir_lib
 from tf_lottery.export.plain import network_of, to_plain_model
 from tf_lottery.export.saved_model import export_keras, export_saved_model, export_tflite
 from tf_lottery.export.ticket_file import (load_ticket, read_ticket_header, read_ticket_masks,
@@ -14,8 +15,9 @@ def export_ticket(model, directory, metadata=None, strong=False, seed=None, weig
     """Write directory/saved_model (the trained ticket, masks folded, ghosts removed) and
     directory/ticket.npz (masks, architecture, and the weights or — strong — the seed);
     returns {'saved_model': path, 'ticket': path}. Arguments as for `save_ticket`."""
-    os.makedirs(directory, exist_ok=True)
-    saved_model = export_saved_model(model, os.path.join(directory, SAVED_MODEL_DIR))
+    saved_model = os.path.join(directory, SAVED_MODEL_DIR)
+    with workdir_lib.io_errors(saved_model), workdir_lib.atomic_folder(saved_model) as tmp:
+        export_saved_model(model, tmp)
     ticket = save_ticket(model, os.path.join(directory, TICKET_FILE), metadata=metadata,
                          strong=strong, seed=seed, weights=weights)
     return {"saved_model": saved_model, "ticket": ticket}

@@ -16,7 +16,9 @@ file holds (np.savez_compressed, no pickled objects):
     state (keys as `ticket_variables` makes them); `stored` says whether its value is in the
     file or regenerated;
   - `metadata`: free JSON (accuracy, ...) plus `sparsity`, `remaining_weights`,
-    `total_weights` of the masks.
+    `total_weights` of the masks;
+  - `checksum`: sha256 of every other array (names, dtypes, shapes, bytes); reading checks it,
+    and that every mask has its packed size and number of ones and every weight its shape.
 * `mask_<i>`: np.packbits of the i-th mask, flattened in C order (shape in the header).
 * `weight_<j>`: the j-th stored weight, raw (pruned entries included).
 
@@ -27,8 +29,11 @@ header. `save_ticket` checks that regeneration in this process is bit-identical 
 otherwise; variables that moved in training (batch-norm statistics) are stored.
 """
 import copy
+import hashlib
 import json
 import os
+import zipfile
+import zlib
 
 import keras
 import numpy as np
@@ -36,6 +41,7 @@ import tensorflow as tf
 
 import tf_lottery
 from tf_lottery import masks as masks_lib
+from tf_lottery import workdir as workdir_lib
 from tf_lottery.errors import ConfigError
 from tf_lottery.export.plain import network_of
 from tf_lottery.layers.mask_rules import FixedMask
@@ -214,6 +220,7 @@ def save_ticket(model, path, metadata=None, strong=False, seed=None, weights=Non
         "metadata": {"sparsity": 1.0 - remaining / total, "remaining_weights": remaining,
                      "total_weights": total, **_json_ready(dict(metadata or {}))},
     }
+    header["checksum"] = _checksum(arrays)
     try:
         text = json.dumps(header)
     except TypeError as e:
@@ -222,23 +229,82 @@ def save_ticket(model, path, metadata=None, strong=False, seed=None, weights=Non
     path = str(path)
     if not path.endswith(".npz"):
         path += ".npz"
-    with open(path, "wb") as f:
+    with workdir_lib.atomic_write(path, "wb") as f:
         np.savez_compressed(f, **arrays)
     return path
 
 
+def _checksum(arrays):
+    """sha256 of the arrays of a ticket file (every one but the header: names, dtypes, shapes
+    and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for key in sorted(k for k in arrays if k != "header"):
+        value = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _check_arrays(path, header, arrays):
+    """The arrays hold what the header says: checksum (files written since it was added), the
+    number of packed bytes and of ones of every mask, the shape and dtype of every weight."""
+    damaged = f"ticket file {path} is damaged"
+    if "checksum" in header and header["checksum"] != _checksum(arrays):
+        raise ConfigError(f"{damaged}: its arrays do not match the checksum in its header")
+    try:
+        for index, entry in enumerate(header["masks"]):
+            size = int(np.prod(entry["shape"]))
+            packed = arrays.get(f"mask_{index}")
+            if packed is None or packed.dtype != np.uint8 or packed.size != (size + 7) // 8:
+                raise ConfigError(f"{damaged}: the mask of {entry['layer']!r} should have "
+                                  f"{(size + 7) // 8} packed bytes, it has "
+                                  f"{None if packed is None else packed.size}")
+            ones = int(np.unpackbits(packed, count=size).sum())
+            if ones != int(entry["remaining"]):
+                raise ConfigError(f"{damaged}: the mask of {entry['layer']!r} keeps {ones} "
+                                  f"weights, its header says {entry['remaining']}")
+        stored = [entry for entry in header["weights"] if entry["stored"]]
+        for index, entry in enumerate(stored):
+            value = arrays.get(f"weight_{index}")
+            if (value is None or list(value.shape) != list(entry["shape"])
+                    or str(value.dtype) != entry["dtype"]):
+                raise ConfigError(f"{damaged}: weight {entry['key']!r} should be "
+                                  f"{entry['dtype']} {tuple(entry['shape'])}, it is "
+                                  f"{None if value is None else (str(value.dtype), value.shape)}")
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{damaged}: its header is incomplete ({type(e).__name__}: {e})"
+                          ) from None
+
+
 def _read(path):
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {key: data[key] for key in data.files}
+    try:
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):  # a plain .npy array
+            raise ConfigError(f"{path} is not a tf_lottery ticket file (not an .npz archive)")
+        with data:
+            arrays = {key: data[key] for key in data.files}
+    except FileNotFoundError:
+        raise ConfigError(f"ticket file {path} not found") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        detail = (str(e).splitlines() or [""])[0][:80]
+        raise ConfigError(f"{path} is not a tf_lottery ticket file or is damaged "
+                          f"({type(e).__name__}: {detail})") from None
     if "header" not in arrays:
         raise ConfigError(f"{path} is not a tf_lottery ticket file (no header)")
-    header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
+    try:
+        header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not a tf_lottery ticket file (unreadable header: "
+                          f"{e})") from None
     if header.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a tf_lottery ticket file (format "
                           f"{header.get('format')!r})")
     if header.get("format_version", 0) > FORMAT_VERSION:
         raise ConfigError(f"{path} has ticket format version {header['format_version']}; this "
                           f"tf_lottery {tf_lottery.__version__} reads up to {FORMAT_VERSION}")
+    _check_arrays(path, header, arrays)
     return header, arrays
 
 

@@ -91,8 +91,7 @@ class RoundSearch:
         if os.path.exists(init_path):
             model.network.load_weights(init_path)
         else:
-            os.makedirs(rounds.init_dir(workdir), exist_ok=True)
-            rounds.save_weights(init_path, model.network)
+            rounds.save_init(workdir, model.network)
         self.on_init(model, experiment)
 
         done = rounds.completed_rounds(workdir)

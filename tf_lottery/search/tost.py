@@ -37,7 +37,8 @@ import keras
 
 from tf_lottery import masks as masks_lib
 from tf_lottery.errors import ConfigError, TrainingError, check_fraction
-from tf_lottery.export.ticket_file import load_ticket, read_ticket_masks, ticket_variables
+from tf_lottery.export.ticket_file import (load_ticket, read_ticket_header, read_ticket_masks,
+                                           ticket_variables)
 from tf_lottery.layers.ghosts import SMOOTH_KINDS, ghost_modules, ghosts_faded
 from tf_lottery.layers.initializers import weight_initializer
 from tf_lottery.layers.mask_rules import FixedMask
@@ -128,6 +129,8 @@ class ToSTTraining(RoundSearch):
             missing = [path for path in self.mask_specs if not os.path.exists(path)]
             if missing:
                 raise ConfigError(f"ticket file(s) not found: {missing}")
+            for path in self.mask_specs:  # a file that is not a ticket: one line, now
+                read_ticket_header(path)
         else:
             if not source_workdir:
                 raise ConfigError("mask_source='round' needs ToSTTraining.source_workdir")

@@ -5,7 +5,7 @@ import math
 import gin
 import keras
 
-from tf_lottery.errors import ConfigError, check_fraction
+from tf_lottery.errors import ConfigError, check_fraction, check_positive
 from tf_lottery.training.optimizers import PyTorchAdam, PyTorchSGD
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -59,8 +59,7 @@ class TrainingRecipe:
                               f"got {lr_update!r}")
         if int(epochs) < 1:
             raise ConfigError(f"TrainingRecipe.epochs must be >= 1, got {epochs!r}")
-        if learning_rate <= 0:
-            raise ConfigError(f"TrainingRecipe.learning_rate must be > 0, got {learning_rate!r}")
+        check_positive("TrainingRecipe.learning_rate", learning_rate)
         if weight_decay_mode is None:
             weight_decay_mode = "decoupled" if optimizer == "adamw" else "coupled"
         if weight_decay_mode not in WEIGHT_DECAY_MODES:
@@ -69,8 +68,9 @@ class TrainingRecipe:
         if optimizer == "adamw" and weight_decay_mode != "decoupled":
             raise ConfigError("TrainingRecipe.optimizer='adamw' decays decoupled by definition; "
                               "use optimizer='adam' for PyTorch's coupled L2 weight decay")
-        if not float(weight_decay or 0.0) >= 0:
-            raise ConfigError(f"TrainingRecipe.weight_decay must be >= 0, got {weight_decay!r}")
+        if not (math.isfinite(float(weight_decay or 0.0)) and float(weight_decay or 0.0) >= 0):
+            raise ConfigError(f"TrainingRecipe.weight_decay must be a finite number >= 0, got "
+                              f"{weight_decay!r}")
         self.optimizer = optimizer
         self.learning_rate = float(learning_rate)
         self.momentum = float(momentum)
