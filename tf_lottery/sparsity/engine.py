@@ -24,6 +24,7 @@ checkpoint mid-schedule continues with the same masks as an uninterrupted one.
 import tensorflow as tf
 
 from tf_lottery.errors import ConfigError
+from tf_lottery.layers.masked import masked_layers
 from tf_lottery.masks import prunable_layers
 
 
@@ -49,7 +50,10 @@ class MaskUpdater:
             unknown = sorted(names - every)
             if unknown:
                 raise ConfigError(f"exclude names layers the model does not have: {unknown}")
-            self.exclude = tuple(names)
+            # a layer sparsify already left unmasked (prune_low_magnitude's exclude) is not
+            # one of the masked layers that prunable_layers chooses from
+            masked = {layer.name for layer in masked_layers(model)}
+            self.exclude = tuple(sorted(names & masked))
         self.layers = prunable_layers(model, self.exclude)
         if not self.layers:
             raise ConfigError(f"{type(self).__name__}: the model has no masked layers to update")
