@@ -19,9 +19,9 @@ class TrainingError(TfLotteryError):
 
 def check_fraction(name, value, allow_one=False):
     """Raise ConfigError unless 0 <= value < 1 (or <= 1 with allow_one)."""
-    upper_ok = value <= 1 if allow_one else value < 1
     try:
-        ok = 0 <= value and upper_ok
+        ok = not isinstance(value, bool) and 0 <= value and (
+            value <= 1 if allow_one else value < 1)
     except TypeError:
         ok = False
     if not ok:

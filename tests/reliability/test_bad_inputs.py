@@ -39,3 +39,12 @@ def test_training_recipe_refuses_a_learning_rate_that_is_not_a_positive_number(v
     with pytest.raises(TfLotteryError, match=r"TrainingRecipe.learning_rate must be a finite "
                                              r"number > 0, got "):
         TrainingRecipe(learning_rate=value)
+
+
+@pytest.mark.parametrize("value", ["abc", float("nan"), float("inf"), -0.1, 1.0, True, None])
+def test_a_search_constructor_refuses_a_fraction_that_is_not_one(value):
+    """Called from Python (no gin type check in between): one ConfigError naming the argument."""
+    from tf_lottery.search.imp import IMPSearch
+
+    with pytest.raises(TfLotteryError, match="IMPSearch.prune_fraction"):
+        IMPSearch(prune_fraction=value if value is not None else [0.2], num_rounds=2)
