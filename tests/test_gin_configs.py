@@ -27,6 +27,8 @@ TINY = ["load_dataset.train_examples = 64", "load_dataset.test_examples = 32",
 LENET = ["build_model.name = 'lenet_300_100'"]
 ONE_ROUND = ["IMPSearch.num_rounds = 1"]
 THREE_EPOCHS = ["TrainingRecipe.epochs = 3"]  # rewinding to '2ep' needs a longer round 0
+GMP_TINY = ["GradualMagnitudeSearch.begin_step = 0", "GradualMagnitudeSearch.end_step = 2",
+            "GradualMagnitudeSearch.frequency = 1"]  # the tiny round's 2 steps prune
 EP_TINY = ["EdgePopupSearch.cycles = 2", "build_model.plan = [4, 'pool']",
            "build_model.dense_units = [8]"]
 
@@ -98,6 +100,21 @@ CASES = [
         "load_dataset.name": "fashion_mnist", "IMPSearch.num_rounds": 5,
         "IMPSearch.evaluate_controls": True, "IMPSearch.linear_connectivity": ["rounds"]},
         marks=needs_fashion_mnist, id="imp_fashion_mnist"),
+    pytest.param("gmp_fashion_mnist.gin", GMP_TINY, {
+        "GradualMagnitudeSearch.final_sparsity": 0.9, "GradualMagnitudeSearch.end_step": 1000,
+        "GradualMagnitudeSearch.distribution": "erk"}, marks=needs_fashion_mnist,
+        id="gmp_fashion_mnist"),
+    pytest.param("gmp_resnet20_cifar10.gin", GMP_TINY + LENET, {
+        "build_model.name": "resnet20", "GradualMagnitudeSearch.begin_step": 6800,
+        "GradualMagnitudeSearch.end_step": 25500, "GradualMagnitudeSearch.frequency": 340,
+        "GradualMagnitudeSearch.distribution": "uniform", "TrainingRecipe.epochs": 85,
+        "GradualMagnitudeSearch.exclude": ["*_shortcut", "output"]}, id="gmp_resnet20_cifar10"),
+    pytest.param("gmp_resnet50_imagenet.gin", GMP_TINY + ["load_dataset.image_size = 32"], {
+        "build_model.name": "resnet50", "load_dataset.batch_size": 1024,
+        "TrainingRecipe.learning_rate": 0.4, "TrainingRecipe.weight_decay": 1e-4,
+        "GradualMagnitudeSearch.begin_step": 40000, "GradualMagnitudeSearch.end_step": 100000,
+        "GradualMagnitudeSearch.final_sparsity": 0.8, "GradualMagnitudeSearch.exclude": ["conv1"]},
+        marks=pytest.mark.slow, id="gmp_resnet50_imagenet"),
 ]
 
 
@@ -108,7 +125,7 @@ def _clear_gin():
 
 
 # The searches whose every gin file must have a case above (add yours with your cases).
-SEARCHES = {"IMPSearch", "PruneAtInitSearch", "EdgePopupSearch"}
+SEARCHES = {"IMPSearch", "PruneAtInitSearch", "EdgePopupSearch", "GradualMagnitudeSearch"}
 
 
 def test_every_gin_file_of_these_searches_has_a_case():

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.masked import masked_layers
-from tf_lottery.masks import prunable_layers
+from tf_lottery.masks import _WILDCARDS, prunable_layers
 
 
 class MaskUpdater:
@@ -44,7 +44,9 @@ class MaskUpdater:
     def build(self, model):
         """Bind the updater to the masked layers of `model` (called by SparseModel)."""
         if not callable(self.exclude):
-            names = {self.exclude} if isinstance(self.exclude, str) else set(self.exclude)
+            entries = [self.exclude] if isinstance(self.exclude, str) else list(self.exclude)
+            patterns = [e for e in entries if _WILDCARDS & set(e)]  # masks.excluded_names'
+            names = set(entries) - set(patterns)
             every = {layer.name for layer in model._flatten_layers(include_self=False,
                                                                    recursive=True)}
             unknown = sorted(names - every)
@@ -53,7 +55,7 @@ class MaskUpdater:
             # a layer sparsify already left unmasked (prune_low_magnitude's exclude) is not
             # one of the masked layers that prunable_layers chooses from
             masked = {layer.name for layer in masked_layers(model)}
-            self.exclude = tuple(sorted(names & masked))
+            self.exclude = tuple(sorted(names & masked)) + tuple(patterns)
         self.layers = prunable_layers(model, self.exclude)
         if not self.layers:
             raise ConfigError(f"{type(self).__name__}: the model has no masked layers to update")
