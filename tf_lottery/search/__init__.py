@@ -4,6 +4,7 @@ Importing the package registers every search with gin."""
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.continuous_sparsification import (
     ContinuousSparsificationSearch, IterativeStochasticSparsificationSearch)
+from tf_lottery.search.dynamic_sparse import DynamicSparseSearch
 from tf_lottery.search.edge_popup import EdgePopupSearch
 from tf_lottery.search.gmp import GradualMagnitudeSearch
 from tf_lottery.search.imp import IMPSearch
@@ -12,5 +13,5 @@ from tf_lottery.search.ticket_evaluation import retrain_ticket
 from tf_lottery.search.tost import ToSTTraining
 
 __all__ = ["RoundSearch", "ContinuousSparsificationSearch",
-           "IterativeStochasticSparsificationSearch", "EdgePopupSearch", "GradualMagnitudeSearch",
+           "IterativeStochasticSparsificationSearch", "DynamicSparseSearch", "EdgePopupSearch", "GradualMagnitudeSearch",
            "IMPSearch", "PruneAtInitSearch", "ToSTTraining", "retrain_ticket"]

@@ -5,12 +5,17 @@ with tfmot's names, and layer-wise sparsity distributions.
 * distributions: layer_densities(model, sparsity, distribution) — uniform, er, erk, global, dict;
 * engine: MaskUpdater, called in-graph by SparseModel.train_step;
 * gmp: GradualMagnitudePruning (Zhu & Gupta 2017), also with block sparsity;
+* dst: dynamic sparse training: StaticSparse, SparseEvolutionaryTraining (SET, Mocanu et al.
+  2018), RigL (Evci et al. 2020), and their mask rules as pure functions rigl_update,
+  set_update, random_sparse_mask;
 * api: prune_low_magnitude, strip_pruning, UpdatePruningStep, PruningSummaries (tfmot's calls).
 """
 from tf_lottery.sparsity.api import (PruningSummaries, UpdatePruningStep, prune_low_magnitude,
                                      strip_pruning)
 from tf_lottery.sparsity.distributions import (DISTRIBUTIONS, erdos_renyi_densities,
                                                layer_densities)
+from tf_lottery.sparsity.dst import (RigL, SparseEvolutionaryTraining, StaticSparse,
+                                     random_sparse_mask, rigl_update, set_update)
 from tf_lottery.sparsity.engine import MaskUpdater
 from tf_lottery.sparsity.gmp import GradualMagnitudePruning
 from tf_lottery.sparsity.magnitude import global_magnitude_masks, keep_count, magnitude_mask
@@ -19,4 +24,6 @@ from tf_lottery.sparsity.schedules import ConstantSparsity, PolynomialDecay, Pru
 __all__ = ["PruningSummaries", "UpdatePruningStep", "prune_low_magnitude", "strip_pruning",
            "DISTRIBUTIONS", "erdos_renyi_densities", "layer_densities", "MaskUpdater",
            "GradualMagnitudePruning", "global_magnitude_masks", "keep_count", "magnitude_mask",
-           "ConstantSparsity", "PolynomialDecay", "PruningSchedule"]
+           "ConstantSparsity", "PolynomialDecay", "PruningSchedule", "RigL",
+           "SparseEvolutionaryTraining", "StaticSparse", "random_sparse_mask", "rigl_update",
+           "set_update"]

@@ -36,6 +36,9 @@ class MaskUpdater:
     """
 
     needs_dense_gradients = False
+    # a keras Layer of the updater's own variables (or None); SparseModel keeps it as an
+    # attribute, so a checkpoint of the model holds it
+    state = None
 
     def __init__(self, exclude=()):
         self.exclude = exclude
@@ -66,8 +69,9 @@ class MaskUpdater:
     def new_masks(self, step, dense_gradients=None):
         raise NotImplementedError
 
-    def update(self, step, dense_gradients=None):
-        """Assign the new masks (called in-graph at update steps only)."""
+    def update(self, step, dense_gradients=None, optimizer=None):
+        """Assign the new masks (called in-graph at update steps only; `optimizer`, the model's,
+        for updaters that also reset optimizer state)."""
         masks = self.new_masks(step, dense_gradients)
         for layer in self.layers:
             if layer.name in masks:
@@ -98,7 +102,7 @@ def run_updates(model, updaters, dense_gradients=None):
                 gradients = None
                 if updater.needs_dense_gradients:
                     gradients = _reduced(strategy, dense_gradients)
-                updater.update(step, gradients)
+                updater.update(step, gradients, optimizer=model.optimizer)
                 return tf.constant(True)
 
             tf.cond(updater.is_update_step(step), update, lambda: tf.constant(False))

@@ -56,7 +56,10 @@ class SparseModel(keras.Model):
     def add_mask_updater(self, updater):
         """Let `updater` (a tf_lottery.sparsity.MaskUpdater) change the masks of this model's
         network during training; it binds to the network's masked layers now."""
-        updater.build(self.network)
+        with self.distribute_strategy.scope():  # variables the updater makes are mirrored
+            updater.build(self.network)
+        if updater.state is not None:  # an attribute: tf.train.Checkpoint(model=...) saves it
+            setattr(self, f"mask_updater_state_{len(self.mask_updaters)}", updater.state)
         self.mask_updaters.append(updater)
         self._reset_compiled_functions()
 
