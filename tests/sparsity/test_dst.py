@@ -190,6 +190,36 @@ def test_set_grown_weights_start_at_zero_and_train_from_reset_adam_state(fits):
     np.testing.assert_allclose(m[stayed], 0.81, rtol=1e-5)
 
 
+def _set_model(optimizer):
+    model = SparseModel(_net())
+    updater = SparseEvolutionaryTraining(sparsity=0.8, distribution="uniform", update_interval=3,
+                                         end_step=14, drop_fraction=0.5, seed=5)
+    model.add_mask_updater(updater)
+    model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  run_eagerly=True)
+    optimizer.build(model.trainable_variables)
+    return model, updater
+
+
+def test_set_resumed_from_a_checkpoint_draws_the_masks_of_an_uninterrupted_run(tmp_path):
+    # fit_round's checkpoint (model + optimizer) after step 8, then steps 9..16 (updates at
+    # 9 and 12) once in the same run and once in a fresh model restored from the checkpoint
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(128, 10)).astype("float32"), rng.integers(0, 3, 128)
+    model, updater = _set_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    model.fit(x[:64], y[:64], batch_size=8, shuffle=False, verbose=0)
+    path = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(
+        str(tmp_path / "ckpt"))
+    model.fit(x[64:], y[64:], batch_size=8, shuffle=False, verbose=0)
+    fresh, resumed = _set_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    tf.train.Checkpoint(model=fresh, optimizer=fresh.optimizer).restore(path)
+    fresh.fit(x[64:], y[64:], batch_size=8, shuffle=False, verbose=0)
+    for a, b in zip(updater.layers, resumed.layers):
+        np.testing.assert_array_equal(a.mask.numpy(), b.mask.numpy(), err_msg=a.name)
+    assert updater.summary() == resumed.summary()
+    assert updater.summary()["dst/updates"] == 4
+
+
 def test_static_sparse_masks_stay_put():
     model = SparseModel(_net())
     updater = StaticSparse(sparsity=0.5, distribution="uniform", seed=1)

@@ -20,6 +20,7 @@ from tf_lottery.sparsity.dst import (DECAYS, RigL, SparseEvolutionaryTraining, S
                                      check_interval)
 from tf_lottery.sparsity.distributions import check_distribution
 
+DEFAULT_END = 0.75  # T_end as a fraction of training
 ALGORITHMS = {"static_sparse": StaticSparse, "set": SparseEvolutionaryTraining, "rigl": RigL}
 
 
@@ -66,8 +67,8 @@ class DynamicSparseSearch(RoundSearch):
       update_interval: ΔT, steps between mask updates (SET, RigL).
       drop_fraction: ζ, the fraction of active weights moved at an update, in [0, 1].
       drop_fraction_decay: 'cosine' (ζ_t = ζ/2·(1 + cos(πt/T_end))) or 'constant'.
-      end_step: T_end, the last step that may update: a fraction of training (0.75) or a time
-        ('500it', '2ep').
+      end_step: T_end, the last step that may update: a fraction of training in (0, 1] or a
+        time ('500it', '2ep'); None: 0.75, RigL's (Evci et al. 2020, Sec. 4.1).
       regrow_dropped: let a position dropped in an update grow back in the same update (the
         RigL code's behaviour; default False).
       recipe: the TrainingRecipe of the round.
@@ -77,7 +78,7 @@ class DynamicSparseSearch(RoundSearch):
     """
 
     def __init__(self, algorithm="rigl", sparsity=0.9, distribution="erk", update_interval=100,
-                 drop_fraction=0.3, drop_fraction_decay="cosine", end_step=0.75,
+                 drop_fraction=0.3, drop_fraction_decay="cosine", end_step=None,
                  regrow_dropped=False, recipe=None, weight_init="kaiming_normal", exclude=(),
                  model_kwargs=None):
         super().__init__(num_rounds=1, recipe=recipe)
@@ -93,8 +94,8 @@ class DynamicSparseSearch(RoundSearch):
             raise ConfigError(f"drop_fraction_decay must be one of {DECAYS}, "
                               f"got {drop_fraction_decay!r}")
         self.drop_fraction_decay = drop_fraction_decay
-        end_of_updates(end_step, 10**9, 1)  # the form now; the range once training is known
-        self.end_step = end_step
+        self.end_step = DEFAULT_END if end_step is None else end_step
+        end_of_updates(self.end_step, 10**9, 1)  # the form now; the range once training is known
         self.regrow_dropped = bool(regrow_dropped)
         self.weight_init = weight_init
         self.exclude = tuple(exclude)

@@ -159,12 +159,20 @@ class DynamicSparsityState(keras.layers.Layer):
         self.drop_fraction = self.add_weight(name="drop_fraction", dtype="float32", **scalar)
         self.moved = self.add_weight(name="moved", dtype="int64", **scalar)
         self.moved_total = self.add_weight(name="moved_total", dtype="int64", **scalar)
-        self.ever_active = {
-            layer.name: self.add_weight(name=f"ever_active_{layer.name}",
-                                        shape=tuple(layer.mask.shape), trainable=False,
-                                        initializer="zeros", dtype="float32")
-            for layer in layers}
+        self._layer_names = tuple(layer.name for layer in layers)
+        for index, layer in enumerate(layers):
+            # one attribute per variable: a checkpoint follows attributes, not dicts
+            setattr(self, f"ever_active_{index}",
+                    self.add_weight(name=f"ever_active_{layer.name}",
+                                    shape=tuple(layer.mask.shape), trainable=False,
+                                    initializer="zeros", dtype="float32"))
         self.built = True
+
+    @property
+    def ever_active(self):
+        """{layer name: 0/1 variable, 1 where the position has ever been active}."""
+        return {name: getattr(self, f"ever_active_{index}")
+                for index, name in enumerate(self._layer_names)}
 
 
 class StaticSparse(MaskUpdater):
