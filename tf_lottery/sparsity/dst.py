@@ -294,6 +294,8 @@ class SparseEvolutionaryTraining(StaticSparse):
         return {layer.name: self.layer_mask(index, layer, step, fraction, dense_gradients)
                 for index, layer in enumerate(self.layers)}
 
+    needs_optimizer = True
+
     def update(self, step, dense_gradients=None, optimizer=None):
         """Assign the new masks; grown weights and their optimizer slots start at zero."""
         masks = self.new_masks(step, dense_gradients)

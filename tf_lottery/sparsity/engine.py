@@ -36,6 +36,8 @@ class MaskUpdater:
     """
 
     needs_dense_gradients = False
+    # True: `update` also receives optimizer=the model's optimizer (to reset its state)
+    needs_optimizer = False
     # a keras Layer of the updater's own variables (or None); SparseModel keeps it as an
     # attribute, so a checkpoint of the model holds it
     state = None
@@ -69,9 +71,8 @@ class MaskUpdater:
     def new_masks(self, step, dense_gradients=None):
         raise NotImplementedError
 
-    def update(self, step, dense_gradients=None, optimizer=None):
-        """Assign the new masks (called in-graph at update steps only; `optimizer`, the model's,
-        for updaters that also reset optimizer state)."""
+    def update(self, step, dense_gradients=None):
+        """Assign the new masks (called in-graph at update steps only)."""
         masks = self.new_masks(step, dense_gradients)
         for layer in self.layers:
             if layer.name in masks:
@@ -102,7 +103,10 @@ def run_updates(model, updaters, dense_gradients=None):
                 gradients = None
                 if updater.needs_dense_gradients:
                     gradients = _reduced(strategy, dense_gradients)
-                updater.update(step, gradients, optimizer=model.optimizer)
+                if updater.needs_optimizer:
+                    updater.update(step, gradients, optimizer=model.optimizer)
+                else:
+                    updater.update(step, gradients)
                 return tf.constant(True)
 
             tf.cond(updater.is_update_step(step), update, lambda: tf.constant(False))
