@@ -31,15 +31,15 @@ def _clear_gin():
 
 
 @pytest.mark.parametrize("name, promised", [
-    ("rigl_fashion_mnist.gin", {"algorithm": "rigl", "sparsity": 0.9, "distribution": "erk",
+    ("rigl_fashion_mnist.gin", {"updater": "rigl", "sparsity": 0.9, "distribution": "erk",
                                 "update_interval": 100, "drop_fraction": 0.3,
-                                "drop_fraction_decay": "cosine", "end_step": 0.75}),
-    ("set_fashion_mnist.gin", {"algorithm": "set", "update_interval": 100, "end_step": 0.75}),
-    ("static_sparse_fashion_mnist.gin", {"algorithm": "static_sparse", "sparsity": 0.9}),
-    ("rigl_wrn22_2_cifar10.gin", {"algorithm": "rigl", "distribution": "erk",
+                                "drop_fraction_decay": "cosine", "end_updates": 0.75}),
+    ("set_fashion_mnist.gin", {"updater": "set", "update_interval": 100, "end_updates": 0.75}),
+    ("static_sparse_fashion_mnist.gin", {"updater": "static", "sparsity": 0.9}),
+    ("rigl_wrn22_2_cifar10.gin", {"updater": "rigl", "distribution": "erk",
                                   "update_interval": 100, "drop_fraction": 0.3,
-                                  "end_step": 0.75, "exclude": ["conv1"]}),
-    ("rigl_resnet50_imagenet.gin", {"algorithm": "rigl", "end_step": "25000it",
+                                  "end_updates": 0.75, "exclude": ["conv1"]}),
+    ("rigl_resnet50_imagenet.gin", {"updater": "rigl", "end_updates": "25000it",
                                     "exclude": ["conv1"]})])
 def test_gin_recipes_set_what_their_comments_promise(name, promised):
     parse_config([os.path.join(CONFIG_DIR, name)])
@@ -75,12 +75,13 @@ def test_bad_settings_are_one_config_error_naming_the_argument(tmp_path):
                          (dict(drop_fraction=2.0), "drop_fraction"),
                          (dict(sparsity=-0.5), "sparsity"),
                          (dict(distribution="gaussian"), "distribution"),
-                         (dict(algorithm="snfs"), "algorithm"),
-                         (dict(end_step="3 epochs"), "end_step"),
-                         (dict(end_step=1.5), "end_step"), (dict(end_step=500), "end_step")]:
+                         (dict(updater="snfs"), "updater"),
+                         (dict(end_updates="3 epochs"), "end_updates"),
+                         (dict(end_updates=1.5), "end_updates"),
+                         (dict(end_updates=500), "end_updates")]:
         with pytest.raises(ConfigError, match=name):
             DynamicSparseSearch(**kwargs)
     assert end_of_updates(0.75, 100, 10) == 75 and end_of_updates("2ep", 100, 10) == 20
-    with pytest.raises(ConfigError, match="end_step '9it' is step 9, outside the 8 steps"):
-        search = DynamicSparseSearch(end_step="9it", recipe=constant_recipe(epochs=1))
+    with pytest.raises(ConfigError, match="end_updates '9it' is step 9, outside the 8 steps"):
+        search = DynamicSparseSearch(end_updates="9it", recipe=constant_recipe(epochs=1))
         search.build(mlp_experiment(tmp_path, search, model_fn=mlp))  # 8 steps per epoch

@@ -12,6 +12,6 @@ from tf_lottery.search.prune_at_init import PruneAtInitSearch
 from tf_lottery.search.ticket_evaluation import retrain_ticket
 from tf_lottery.search.tost import ToSTTraining
 
-__all__ = ["RoundSearch", "ContinuousSparsificationSearch",
-           "IterativeStochasticSparsificationSearch", "DynamicSparseSearch", "EdgePopupSearch", "GradualMagnitudeSearch",
+__all__ = ["RoundSearch", "ContinuousSparsificationSearch", "DynamicSparseSearch",
+           "IterativeStochasticSparsificationSearch", "EdgePopupSearch", "GradualMagnitudeSearch",
            "IMPSearch", "PruneAtInitSearch", "ToSTTraining", "retrain_ticket"]

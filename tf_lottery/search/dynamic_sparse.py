@@ -1,5 +1,5 @@
 """Dynamic sparse training as a one-round search: train a network from a random sparse mask
-(ERK or uniform, exactly each layer's target count) that stays fixed ('static_sparse') or
+(ERK or uniform, exactly each layer's target count) that stays fixed ('static') or
 changes every ΔT steps until T_end by SET's random or RigL's gradient regrowth
 (tf_lottery.sparsity.dst). The masks change inside the training step and the updater's counters
 are checkpointed with the model, so a run killed mid-round resumes with the same masks.
@@ -21,26 +21,27 @@ from tf_lottery.sparsity.dst import (DECAYS, RigL, SparseEvolutionaryTraining, S
 from tf_lottery.sparsity.distributions import check_distribution
 
 DEFAULT_END = 0.75  # T_end as a fraction of training
-ALGORITHMS = {"static_sparse": StaticSparse, "set": SparseEvolutionaryTraining, "rigl": RigL}
+UPDATERS = {"static": StaticSparse, "set": SparseEvolutionaryTraining, "rigl": RigL}
+ALGORITHMS = {"static": "static_sparse", "set": "set", "rigl": "rigl"}  # names in the records
 
 
-def end_of_updates(end_step, total_steps, steps_per_epoch):
+def end_of_updates(end_updates, total_steps, steps_per_epoch):
     """T_end in steps: a fraction of training in (0, 1] (rounded to the nearest step) or a time
     '500it' / '2ep'; ConfigError if it is neither or lies beyond the `total_steps` of training."""
-    problem = (f"end_step must be a fraction of training in (0, 1] or a time like '500it' or "
-               f"'2ep', got {end_step!r}")
-    if isinstance(end_step, str) and end_step != "init":
+    problem = (f"end_updates must be a fraction of training in (0, 1] or a time like '500it' or "
+               f"'2ep', got {end_updates!r}")
+    if isinstance(end_updates, str) and end_updates != "init":
         try:
-            steps = rewind_steps(end_step.strip(), steps_per_epoch)
+            steps = rewind_steps(end_updates.strip(), steps_per_epoch)
         except ConfigError:
             raise ConfigError(problem) from None
-    elif isinstance(end_step, float) and 0 < end_step <= 1:
-        steps = max(1, int(round(end_step * total_steps)))
+    elif isinstance(end_updates, float) and 0 < end_updates <= 1:
+        steps = max(1, int(round(end_updates * total_steps)))
     else:
         raise ConfigError(problem)
     if steps < 1 or steps > total_steps:
-        raise ConfigError(f"end_step {end_step!r} is step {steps}, outside the {total_steps} "
-                          f"steps of training")
+        raise ConfigError(f"end_updates {end_updates!r} is step {steps}, outside the "
+                          f"{total_steps} steps of training")
     return steps
 
 
@@ -61,13 +62,14 @@ class DynamicSparseSearch(RoundSearch):
     """One round of dynamic sparse training.
 
     Args:
-      algorithm: 'static_sparse', 'set' (Mocanu et al. 2018) or 'rigl' (Evci et al. 2020).
+      updater: 'static' (static sparse training, recorded as algorithm 'static_sparse'), 'set'
+        (Mocanu et al. 2018) or 'rigl' (Evci et al. 2020).
       sparsity: the global fraction of weights removed, in [0, 1).
       distribution: per-layer targets: 'erk' (default), 'er', 'uniform' or a dict.
       update_interval: ΔT, steps between mask updates (SET, RigL).
       drop_fraction: ζ, the fraction of active weights moved at an update, in [0, 1].
       drop_fraction_decay: 'cosine' (ζ_t = ζ/2·(1 + cos(πt/T_end))) or 'constant'.
-      end_step: T_end, the last step that may update: a fraction of training in (0, 1] or a
+      end_updates: T_end, the last step that may update: a fraction of training in (0, 1] or a
         time ('500it', '2ep'); None: 0.75, RigL's (Evci et al. 2020, Sec. 4.1).
       regrow_dropped: let a position dropped in an update grow back in the same update (the
         RigL code's behaviour; default False).
@@ -77,15 +79,15 @@ class DynamicSparseSearch(RoundSearch):
       model_kwargs: extra keyword arguments for the experiment's model_fn.
     """
 
-    def __init__(self, algorithm="rigl", sparsity=0.9, distribution="erk", update_interval=100,
-                 drop_fraction=0.3, drop_fraction_decay="cosine", end_step=None,
+    def __init__(self, updater="rigl", sparsity=0.9, distribution="erk", update_interval=100,
+                 drop_fraction=0.3, drop_fraction_decay="cosine", end_updates=None,
                  regrow_dropped=False, recipe=None, weight_init="kaiming_normal", exclude=(),
                  model_kwargs=None):
         super().__init__(num_rounds=1, recipe=recipe)
-        if algorithm not in ALGORITHMS:
-            raise ConfigError(f"algorithm must be one of {sorted(ALGORITHMS)}, "
-                              f"got {algorithm!r}")
-        self.algorithm = algorithm
+        if updater not in UPDATERS:
+            raise ConfigError(f"updater must be one of {list(UPDATERS)}, got {updater!r}")
+        self.updater_name = updater
+        self.algorithm = ALGORITHMS[updater]
         self.sparsity = check_fraction("sparsity", sparsity)
         self.distribution = check_distribution(distribution)
         self.update_interval = check_interval("update_interval", update_interval)
@@ -94,8 +96,8 @@ class DynamicSparseSearch(RoundSearch):
             raise ConfigError(f"drop_fraction_decay must be one of {DECAYS}, "
                               f"got {drop_fraction_decay!r}")
         self.drop_fraction_decay = drop_fraction_decay
-        self.end_step = DEFAULT_END if end_step is None else end_step
-        end_of_updates(self.end_step, 10**9, 1)  # the form now; the range once training is known
+        self.end_updates = DEFAULT_END if end_updates is None else end_updates
+        end_of_updates(self.end_updates, 10**9, 1)  # the form now; the range once training is known
         self.regrow_dropped = bool(regrow_dropped)
         self.weight_init = weight_init
         self.exclude = tuple(exclude)
@@ -107,15 +109,15 @@ class DynamicSparseSearch(RoundSearch):
                                                     self.model_kwargs)
         options = dict(sparsity=self.sparsity, distribution=self.distribution,
                        seed=experiment.seed, exclude=self.exclude)
-        if self.algorithm != "static_sparse":
+        if self.updater_name != "static":
             steps_per_epoch = experiment.dataset.steps_per_epoch
             options.update(
                 update_interval=self.update_interval, drop_fraction=self.drop_fraction,
                 drop_fraction_decay=self.drop_fraction_decay,
                 regrow_dropped=self.regrow_dropped,
-                end_step=end_of_updates(self.end_step, self.recipe.epochs * steps_per_epoch,
+                end_step=end_of_updates(self.end_updates, self.recipe.epochs * steps_per_epoch,
                                         steps_per_epoch))
-        self.updater = ALGORITHMS[self.algorithm](**options)
+        self.updater = UPDATERS[self.updater_name](**options)
         model.add_mask_updater(self.updater)  # draws the initial random masks
         return model
 
@@ -136,7 +138,7 @@ class DynamicSparseSearch(RoundSearch):
                    "mask_updates": counters["dst/updates"],
                    "moved_total": counters["dst/moved_total"],
                    "ever_active_fraction": counters["dst/ever_active_fraction"]}
-        if self.algorithm != "static_sparse":
+        if self.updater_name != "static":
             metrics.update(update_interval=self.update_interval, end_step=self.updater.end_step,
                            drop_fraction=self.drop_fraction,
                            drop_fraction_decay=self.drop_fraction_decay,
