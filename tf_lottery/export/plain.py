@@ -5,7 +5,8 @@ ghost modules removed, so that nothing of tf_lottery is needed to run or load it
 masked layer or host becomes its Keras (or user) class (`MaskedDense` -> `Dense`,
 `MaskedSeparableConv2D` -> `SeparableConv2D`, `MaskedMultiHeadAttention` -> `MultiHeadAttention`,
 `plain_class`) holding each masked weight as θ ⊙ m with m the rule's 0/1 ticket mask
-(`layer.binary_mask()`), every other layer a copy with the same weights. The copy shares no variable with the trained model.
+(`layer.binary_mask()`), every other layer a copy with the same weights. The copy shares no
+variable with the trained model.
 """
 import keras
 

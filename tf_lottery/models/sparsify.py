@@ -35,7 +35,7 @@ def _copy_weights(original, clone):
         targets = {variable.name: variable for variable in clone.weights}
         for variable in original.weights:
             targets[variable.name].assign(variable)
-    else:
+    elif getattr(original, "weights", None):  # an op such as GetItem has none
         clone.set_weights(original.get_weights())
 
 
