@@ -10,7 +10,8 @@
 Differences from tfmot: the returned model is a `SparseModel` around a copy of `base` (a
 subclassed `base` itself, changed in place) whose prunable layers are masked (`sparsify`; not
 wrapper layers); masks change inside the compiled training step at `optimizer.iterations + 1`
-(tfmot's `pruning_step`), so no callback is needed; ties at the threshold keep the earlier weight (see `magnitude`).
+(tfmot's `pruning_step`), so no callback is needed; ties at the threshold keep the earlier
+weight (see `magnitude`).
 """
 import os
 
