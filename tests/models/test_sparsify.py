@@ -109,7 +109,8 @@ class ScaledDense(keras.layers.Dense):
 def test_only_exact_classes_are_replaced_in_a_sequential_model():
     original = keras.Sequential([keras.Input((7,)), ScaledDense(6, name="scaled"),
                                  keras.layers.Dense(3, name="plain")])
-    sparse = sparsify(original)
+    with pytest.warns(UserWarning, match=r"leaves dense .* 1 layer\(s\).*: scaled \(ScaledDense\)$"):
+        sparse = sparsify(original)
     assert isinstance(sparse, keras.Sequential)
     assert type(sparse.get_layer("scaled")) is ScaledDense
     assert type(sparse.get_layer("plain")) is MaskedDense
