@@ -25,7 +25,8 @@ Three kinds of layers carry masks:
 * `MaskedMultiHeadAttention`: its four EinsumDense sub-layers become MaskedEinsumDense named
   '<layer>.query', '<layer>.key', '<layer>.value', '<layer>.attention_output'.
 
-Layer names never contain '.', so these names cannot clash with a Keras layer's.
+Keras never makes up a layer name with a '.', so these cannot clash with auto-named layers
+(`sparsify` refuses masked layers that share a name).
 """
 import contextlib
 import inspect
