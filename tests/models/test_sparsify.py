@@ -109,7 +109,8 @@ class ScaledDense(keras.layers.Dense):
 def test_only_exact_classes_are_replaced_in_a_sequential_model():
     original = keras.Sequential([keras.Input((7,)), ScaledDense(6, name="scaled"),
                                  keras.layers.Dense(3, name="plain")])
-    sparse = sparsify(original)
+    with pytest.warns(UserWarning, match=r"leaves dense .* 1 layer\(s\).*: scaled \(ScaledDense\)$"):
+        sparse = sparsify(original)
     assert isinstance(sparse, keras.Sequential)
     assert type(sparse.get_layer("scaled")) is ScaledDense
     assert type(sparse.get_layer("plain")) is MaskedDense
@@ -117,7 +118,7 @@ def test_only_exact_classes_are_replaced_in_a_sequential_model():
     _assert_same_outputs(original, sparse, x)
 
 
-def test_models_sparsify_cannot_clone_are_config_errors():
+def test_models_sparsify_cannot_copy_are_config_errors_or_changed_in_place():
     class Subclassed(keras.Model):
         def __init__(self):
             super().__init__()
@@ -128,8 +129,9 @@ def test_models_sparsify_cannot_clone_are_config_errors():
 
     model = Subclassed()
     model(np.zeros((1, 3), "float32"))
-    with pytest.raises(ConfigError, match="subclassed"):
-        sparsify(model)
+    with pytest.raises(ConfigError, match="cannot copy the subclassed model.*in_place=True"):
+        sparsify(model, in_place=False)
+    assert sparsify(model) is model and isinstance(model.dense, MaskedDense)  # in place
     unbuilt = keras.Sequential([keras.layers.Dense(2)])
     with pytest.raises(ConfigError, match="built"):
         sparsify(unbuilt)

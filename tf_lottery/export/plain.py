@@ -2,19 +2,20 @@
 ghost modules removed, so that nothing of tf_lottery is needed to run or load it.
 
 `to_plain_model` copies a functional or sequential network (nested models included): every
-masked layer becomes its Keras parent (`MaskedDense` -> `Dense`, ...) holding the kernel
-θ ⊙ m with m the rule's 0/1 ticket mask (`layer.binary_mask()`), every other layer a copy with
-the same weights. The copy shares no variable with the trained model.
+masked layer or host becomes its Keras (or user) class (`MaskedDense` -> `Dense`,
+`MaskedSeparableConv2D` -> `SeparableConv2D`, `MaskedMultiHeadAttention` -> `MultiHeadAttention`,
+`plain_class`) holding each masked weight as θ ⊙ m with m the rule's 0/1 ticket mask
+(`layer.binary_mask()`), every other layer a copy with the same weights. The copy shares no
+variable with the trained model.
 """
 import keras
 
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.ghosts import GhostActivation, GhostSkip, ghost_modules
 from tf_lottery.layers.initializers import KaimingNormal, KaimingUniform
-from tf_lottery.layers.masked import MASKED_TWINS, MaskedLayerMixin
+from tf_lottery.layers.masked import MaskedLayerMixin, plain_class
 from tf_lottery.training.ghost_insertion import remove_ghosts
 
-_PLAIN_PARENTS = {twin: parent for parent, twin in MASKED_TWINS.items()}
 _GRAPH_MODELS = (keras.Sequential, keras.src.models.functional.Functional)
 
 
@@ -83,10 +84,7 @@ def _plain_layer(layer, copies):
                           f"(nested ones too) can be converted to plain Keras layers")
     if isinstance(layer, (GhostActivation, GhostSkip)):  # remove_ghosts has taken them out
         raise ConfigError(f"ghost module {layer.name!r} left in the graph")
-    parent = next((p for t, p in _PLAIN_PARENTS.items() if isinstance(layer, t)), None)
-    if parent is None and isinstance(layer, MaskedLayerMixin):
-        raise ConfigError(f"no plain Keras layer known for {type(layer).__name__}")
-    plain = (parent or type(layer)).from_config(_plain_config(layer))
+    plain = plain_class(layer).from_config(_plain_config(layer))
     copies.append((layer, plain))
     return plain
 
@@ -101,15 +99,18 @@ def _plain_graph(model, copies):
 
 
 def _copy_weights(layer, plain):
-    if not isinstance(layer, MaskedLayerMixin):
+    """The plain layer takes the masked one's weights minus mask state (mask, scores, rule
+    variables), each masked weight folded: the remaining order is the plain layer's."""
+    masked = [m for m in layer._flatten_layers(include_self=True, recursive=True)
+              if isinstance(m, MaskedLayerMixin)]
+    if not masked:
         plain.set_weights(layer.get_weights())
         return
-    values = {variable.name: variable for variable in layer.weights}
-    for variable in plain.weights:
-        if variable.name == "kernel":
-            variable.assign(folded_kernel(layer))
-        else:
-            variable.assign(values[variable.name])
+    folded = {id(m.raw_kernel): m for m in masked}
+    state = {id(variable) for m in masked for variable in m.mask_state}
+    values = [folded_kernel(folded[id(v)]) if id(v) in folded else keras.ops.convert_to_numpy(v)
+              for v in layer.weights if id(v) not in state]
+    plain.set_weights(values)
 
 
 def to_plain_model(model):

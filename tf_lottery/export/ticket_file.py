@@ -56,8 +56,7 @@ def _masking_variable_ids(network):
     """ids of the mask, scores and rule state of every masked layer (all but kernel and bias)."""
     ids = set()
     for layer in masked_layers(network):
-        kept = {id(layer.raw_kernel), id(getattr(layer, "bias", None))}
-        ids |= {id(v) for v in layer.weights if id(v) not in kept}
+        ids |= {id(v) for v in layer.mask_state}
     return ids
 
 

@@ -5,12 +5,20 @@ from tf_lottery.layers.initializers import (DepthwiseInitializer, KaimingNormal,
                                             weight_initializer)
 from tf_lottery.layers.mask_rules import (BernoulliScores, FixedMask, MaskRule, SigmoidScores,
                                           TopKScores, get_rule, keep_count, top_k_mask)
-from tf_lottery.layers.masked import (MASKED_TWINS, MaskedConv2D, MaskedDense,
-                                      MaskedDepthwiseConv2D, MaskedLayerMixin, masked_layers)
+from tf_lottery.layers.masked import (
+    MASKED_TWINS, MaskedConv1D, MaskedConv1DTranspose, MaskedConv2D, MaskedConv2DTranspose,
+    MaskedConv3D, MaskedConv3DTranspose, MaskedDense, MaskedDepthwiseConv1D,
+    MaskedDepthwiseConv2D, MaskedEinsumDense, MaskedEmbedding, MaskedLayerMixin,
+    MaskedMultiHeadAttention, MaskedSeparableConv1D, MaskedSeparableConv2D, MaskedWeightsHost,
+    MaskHost, PrunableLayer, WeightMask, masked_layers, plain_class)
 
 __all__ = ["GhostActivation", "GhostSkip", "ghost_modules", "ghosts_faded",
            "DepthwiseInitializer", "KaimingNormal", "KaimingUniform", "SignedKaimingConstant",
            "score_initializer", "weight_initializer", "BernoulliScores", "FixedMask", "MaskRule",
            "SigmoidScores", "TopKScores", "get_rule", "keep_count", "top_k_mask", "MASKED_TWINS",
-           "MaskedConv2D", "MaskedDense", "MaskedDepthwiseConv2D", "MaskedLayerMixin",
-           "masked_layers"]
+           "MaskedConv1D", "MaskedConv1DTranspose", "MaskedConv2D", "MaskedConv2DTranspose",
+           "MaskedConv3D", "MaskedConv3DTranspose", "MaskedDense", "MaskedDepthwiseConv1D",
+           "MaskedDepthwiseConv2D", "MaskedEinsumDense", "MaskedEmbedding", "MaskedLayerMixin",
+           "MaskedMultiHeadAttention", "MaskedSeparableConv1D", "MaskedSeparableConv2D",
+           "MaskedWeightsHost", "MaskHost", "PrunableLayer", "WeightMask", "masked_layers",
+           "plain_class"]

@@ -7,10 +7,11 @@
     model.fit(x, y, callbacks=[sparsity.UpdatePruningStep()])   # callback optional here
     plain = sparsity.strip_pruning(model)
 
-Differences from tfmot: the returned model is a `SparseModel` around a copy of `base` whose
-Dense/Conv2D/DepthwiseConv2D layers are masked twins (not wrapper layers); masks change inside
-the compiled training step at `optimizer.iterations + 1` (tfmot's `pruning_step`), so no
-callback is needed; ties at the threshold keep the earlier weight (see `magnitude`).
+Differences from tfmot: the returned model is a `SparseModel` around a copy of `base` (a
+subclassed `base` itself, changed in place) whose prunable layers are masked (`sparsify`; not
+wrapper layers); masks change inside the compiled training step at `optimizer.iterations + 1`
+(tfmot's `pruning_step`), so no callback is needed; ties at the threshold keep the earlier
+weight (see `magnitude`).
 """
 import os
 
@@ -34,8 +35,10 @@ def prune_low_magnitude(model, pruning_schedule=None, distribution="uniform", ex
     (tfmot.sparsity.keras.prune_low_magnitude; gradual pruning, Zhu & Gupta 2017).
 
     Args:
-      model: a built Sequential or functional Keras model (nested ones too); it is copied, not
-        changed. Its Dense, Conv2D and DepthwiseConv2D layers are pruned.
+      model: a built Keras model: a Sequential or functional one (nested ones too) is copied,
+        not changed; a subclassed one is masked in place (see `sparsify`). Every layer
+        `sparsify` masks is pruned (Dense, Conv*, EinsumDense, Embedding, MultiHeadAttention,
+        SeparableConv's two kernels, a PrunableLayer's weights).
       pruning_schedule: a PruningSchedule; default ConstantSparsity(0.5, begin_step=0), as tfmot.
       distribution: per-layer targets: 'uniform' (tfmot's: every layer at the schedule's
         sparsity), 'er', 'erk', 'global' or {layer name: sparsity} (see `distributions`).

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from tf_lottery.errors import ConfigError, check_fraction
-from tf_lottery.layers.masked import MASKED_TWINS, masked_layers
+from tf_lottery.layers.masked import MASKED_TWINS, MaskedLayerMixin, masked_layers
 
 DISTRIBUTIONS = ("uniform", "er", "erk", "global")
 
@@ -41,7 +41,8 @@ def check_distribution(distribution):
 
 def prunable_kernels(model, exclude=()):
     """{layer name: (layer, kernel)} of the prunable layers: the masked layers of `model` (raw
-    kernel), or, in a model without any, its Dense/Conv2D/DepthwiseConv2D layers; minus the
+    kernel), or, in a model without any, its layers with a one-kernel masked twin (Dense, Conv,
+    EinsumDense, Embedding, ...: MASKED_TWINS); minus the
     names in `exclude` (each of which must name a layer of the model)."""
     names = {exclude} if isinstance(exclude, str) else set(exclude)
     every = {layer.name for layer in model._flatten_layers(include_self=False, recursive=True)}
@@ -52,9 +53,9 @@ def prunable_kernels(model, exclude=()):
     if masked:
         found = {layer.name: (layer, layer.raw_kernel) for layer in masked}
     else:
-        found = {layer.name: (layer, layer.kernel)
+        found = {layer.name: (layer, getattr(layer, MASKED_TWINS[type(layer)].masked_weight))
                  for layer in model._flatten_layers(include_self=False, recursive=True)
-                 if type(layer) in MASKED_TWINS}
+                 if issubclass(MASKED_TWINS.get(type(layer), object), MaskedLayerMixin)}
     return {name: pair for name, pair in found.items() if name not in names}
 
 
