@@ -7,7 +7,9 @@ import keras
 from tf_lottery import masks as masks_lib
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.initializers import DepthwiseInitializer
+from tf_lottery.layers.initializers import score_initializer as score_initializer_of
 from tf_lottery.models.sparsify import sparsify
+from tf_lottery.models.zoo import per_layer_initializer
 
 
 class KerasModelFn:
@@ -16,7 +18,8 @@ class KerasModelFn:
     What a search asks for is applied to the copy (see Experiment for the arguments):
     `mask_rule` and `score_initializer` go to `sparsify`; a `kernel_initializer` re-draws the
     kernels of the masked layers (IMP: Kaiming normal; edge-popup: the signed Kaiming
-    constant a strong ticket needs), recorded in the layers' configs so that a strong ticket
+    constant a strong ticket needs) and scores are re-drawn per layer (seed + layer index, as
+    the zoo draws them), recorded in the layers' configs so that a strong ticket
     file regenerates them from its seed. `affine` (edge-popup's affine_batchnorm) needs nothing
     here: the search freezes batch norm's γ/β unless it is asked to train them.
 
@@ -51,22 +54,34 @@ class KerasModelFn:
         network = sparsify(model, rule=mask_rule, score_initializer=score_initializer)
         if kernel_initializer is not None:
             reinitialise_kernels(network, kernel_initializer)
+        reinitialise_scores(network, score_initializer)
         return network
 
 
 def reinitialise_kernels(network, initializer):
     """Draw the kernel of every masked layer of `network` from `initializer` (a Keras
-    initializer; depthwise kernels with PyTorch's fan, DepthwiseInitializer) and record it in
-    the layer's config, as if the layer had been built with it."""
-    for layer in masks_lib.masked_layers(network):
+    initializer; seeded: seed + layer index, as the zoo; depthwise kernels with PyTorch's fan,
+    DepthwiseInitializer) and record it in the layer's config, as if the layer had been built
+    with it (so that a strong ticket file regenerates the kernels from the seed)."""
+    for index, layer in enumerate(masks_lib.masked_layers(network), start=1):
+        layer_init = per_layer_initializer(initializer, index)
         if isinstance(layer, keras.layers.DepthwiseConv2D):
-            layer_init = DepthwiseInitializer(initializer)
-            layer.depthwise_initializer = layer_init
+            layer_init = layer.depthwise_initializer = DepthwiseInitializer(layer_init)
         else:
-            layer_init = initializer
             layer.kernel_initializer = layer_init
         layer.raw_kernel.assign(layer_init(tuple(layer.raw_kernel.shape),
                                            dtype=layer.raw_kernel.dtype))
+
+
+def reinitialise_scores(network, initializer):
+    """Draw the scores of every masked layer that has them from a per-layer copy of
+    `initializer` (seed + layer index), recorded in the layer's config."""
+    for index, layer in enumerate(masks_lib.masked_layers(network), start=1):
+        if layer.scores is not None:
+            layer.score_initializer = per_layer_initializer(
+                score_initializer_of(initializer), index)
+            layer.scores.assign(layer.score_initializer(tuple(layer.scores.shape),
+                                                        dtype=layer.scores.dtype))
 
 
 def _check_fits(model, input_shape, num_classes):

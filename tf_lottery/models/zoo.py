@@ -38,6 +38,17 @@ def _kernel_initializer(spec):
                           f"{sorted(WEIGHT_INITIALIZERS)} or a Keras initializer") from None
 
 
+def per_layer_initializer(initializer, index):
+    """A copy of `initializer` for the index-th layer of a network: a seeded one gets seed +
+    index, or every layer of one shape would start from the same values."""
+    if not isinstance(initializer, keras.initializers.Initializer):
+        return initializer
+    config = initializer.get_config()
+    if isinstance(config.get("seed"), int):
+        config["seed"] += index
+    return type(initializer).from_config(config)
+
+
 class _LayerMaker:
     """Makes one network's layers: masked layers sharing its rule and initialisers, batch norm."""
 
@@ -53,14 +64,7 @@ class _LayerMaker:
         return self._copy(self.kernel_initializer)
 
     def _copy(self, initializer):
-        # A copy per layer; a seeded initialiser gets seed + layer index, or every layer of one
-        # shape would start from the same values.
-        if not isinstance(initializer, keras.initializers.Initializer):
-            return initializer
-        config = initializer.get_config()
-        if isinstance(config.get("seed"), int):
-            config["seed"] += self._made
-        return type(initializer).from_config(config)
+        return per_layer_initializer(initializer, self._made)
 
     def _masking(self):
         return {"mask_rule": self.mask_rule,
