@@ -27,7 +27,7 @@ from tf_lottery.layers import (BernoulliScores, FixedMask, MaskedConv2D, MaskedD
 from tf_lottery.masks import freeze_weights, get_masks, reset_masks, set_masks  # noqa: E402
 from tf_lottery.models import build_model, sparsify  # noqa: E402
 from tf_lottery.training import SparseModel, TrainingRecipe  # noqa: E402
-from tf_lottery import export, search, sparsity  # noqa: E402 (subpackages: tl.search.run, ...)
+from tf_lottery import export, pruning, search, sparsity  # noqa: E402 (tl.search.run, ...)
 from tf_lottery.search.rewind import assign_dense_weights, dense_weights  # noqa: E402
 
 __all__ = ["__version__", "Dataset", "DatasetInfo", "load_dataset", "ConfigError", "DataError",
@@ -35,4 +35,4 @@ __all__ = ["__version__", "Dataset", "DatasetInfo", "load_dataset", "ConfigError
            "MaskedDense", "MaskedDepthwiseConv2D", "SigmoidScores", "TopKScores", "get_masks",
            "set_masks", "reset_masks", "freeze_weights", "dense_weights",
            "assign_dense_weights", "build_model", "sparsify", "SparseModel", "TrainingRecipe",
-           "export", "search", "sparsity"]
+           "export", "pruning", "search", "sparsity"]
