@@ -57,8 +57,13 @@ def prunable_layers(model, exclude=()):
 
 
 def get_masks(model, binary=True):
-    """{name: mask} of every masked layer; `binary` asks each rule for its 0/1 ticket mask
-    (e.g. top-k of the scores) instead of the stored `mask` variable."""
+    """{layer name: 0/1 float32 numpy mask} of every masked layer.
+
+    Args:
+      model: a network or a SparseModel.
+      binary: ask each rule for its 0/1 ticket mask (e.g. the top-k of the scores) instead of
+        reading the stored `mask` variable.
+    """
     return {layer.name: np.asarray(layer.binary_mask() if binary else layer.mask.numpy(),
                                    dtype=np.float32)
             for layer in masked_layers(model)}
@@ -66,7 +71,13 @@ def get_masks(model, binary=True):
 
 def set_masks(model, masks):
     """Assign masks[name] to the `mask` variable of each masked layer named in `masks`
-    (layers absent from `masks` keep theirs)."""
+    (layers absent from `masks` keep theirs).
+
+    Args:
+      model: a network or a SparseModel.
+      masks: {layer name: 0/1 array of the kernel's shape}; an unknown name, another shape or
+        a value other than 0 and 1 is a ConfigError.
+    """
     layers = {layer.name: layer for layer in masked_layers(model)}
     unknown = sorted(set(masks) - set(layers))
     if unknown:

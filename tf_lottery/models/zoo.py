@@ -344,8 +344,16 @@ def build_model(name, input_shape, num_classes, mask_rule=None,
                 **options):
     """The zoo network `name` (a key of MODELS; case, '-' and '_' do not matter).
 
-    `options` are the builder's own arguments, e.g. stem='cifar' for resnet18, affine=False for
-    non-affine batch norm; an argument the builder does not take is a ConfigError.
+    Args:
+      name: the model, e.g. 'lenet_300_100', 'conv4', 'resnet20', 'resnet18', 'vgg16'.
+      input_shape: the shape of one example, e.g. data.info.input_shape.
+      num_classes: the number of output logits.
+      mask_rule: the rule of every masked layer (default FixedMask; see layers.get_rule).
+      kernel_initializer: the kernels' initialisation: a name of WEIGHT_INITIALIZERS or a Keras
+        initializer (a seeded one gets seed + layer index per layer).
+      score_initializer: the scores' initialisation, for rules that train scores.
+      **options: the builder's own arguments, e.g. stem='cifar' for resnet18, affine=False
+        for non-affine batch norm; an argument the builder does not take is a ConfigError.
     """
     model_name = _NAMES_BY_KEY.get(_key(name))
     if model_name is None:
