@@ -149,38 +149,17 @@ class MaskedLayerMixin:
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class MaskedDense(MaskedLayerMixin, keras.layers.Dense):
-    """keras.layers.Dense whose kernel is multiplied by a mask rule's mask.
-
-    Args:
-      *args, **kwargs: as for the Keras layer it extends (units, activation, ...).
-      mask_rule: how the mask is made (a MaskRule or its name, see `get_rule`): FixedMask
-        (default: a 0/1 mask variable), TopKScores, SigmoidScores, BernoulliScores.
-      score_initializer: initialiser of the scores, for rules that train scores.
-    """
+    """keras.layers.Dense whose kernel is multiplied by a mask rule's mask."""
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class MaskedConv2D(MaskedLayerMixin, keras.layers.Conv2D):
-    """keras.layers.Conv2D whose kernel is multiplied by a mask rule's mask.
-
-    Args:
-      *args, **kwargs: as for the Keras layer it extends (filters, kernel_size, ...).
-      mask_rule: how the mask is made (a MaskRule or its name, see `get_rule`): FixedMask
-        (default: a 0/1 mask variable), TopKScores, SigmoidScores, BernoulliScores.
-      score_initializer: initialiser of the scores, for rules that train scores.
-    """
+    """keras.layers.Conv2D whose kernel is multiplied by a mask rule's mask."""
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
 class MaskedDepthwiseConv2D(MaskedLayerMixin, keras.layers.DepthwiseConv2D):
-    """keras.layers.DepthwiseConv2D whose kernel is multiplied by a mask rule's mask.
-
-    Args:
-      *args, **kwargs: as for the Keras layer it extends (kernel_size, ...).
-      mask_rule: how the mask is made (a MaskRule or its name, see `get_rule`): FixedMask
-        (default: a 0/1 mask variable), TopKScores, SigmoidScores, BernoulliScores.
-      score_initializer: initialiser of the scores, for rules that train scores.
-    """
+    """keras.layers.DepthwiseConv2D whose kernel is multiplied by a mask rule's mask."""
 
 
 MASKED_TWINS = {keras.layers.Dense: MaskedDense, keras.layers.Conv2D: MaskedConv2D,
