@@ -72,6 +72,26 @@ def test_a_softmax_output_or_model_options_are_one_config_error(tmp_path):
     assert not (tmp_path / "a").exists()  # checked before anything is written
 
 
+def test_a_workdir_continues_only_the_same_run(tmp_path):
+    workdir = tmp_path / "run"
+
+    def imp(prune_fraction):
+        return tl.search.IMPSearch(prune_fraction=prune_fraction, num_rounds=1,
+                                   recipe=tl.TrainingRecipe(**RECIPE))
+
+    first = tl.search.run(imp(0.5), _model(), _data(), workdir, verbose=0, export=False)
+    weights = workdir / "round_00" / "weights.weights.h5"
+    written = weights.stat().st_mtime_ns
+    again = tl.search.run(imp(0.5), _model(), _data(), workdir, verbose=0, export=False)
+    assert again.rounds[0]["test_accuracy"] == first.rounds[0]["test_accuracy"]
+    assert weights.stat().st_mtime_ns == written  # read back, not retrained
+    with pytest.raises(tl.ConfigError, match="holds another search, model or data"):
+        tl.search.run(imp(0.3), _model(), _data(), workdir, verbose=0, export=False)
+    fresh = tl.search.run(imp(0.3), _model(), _data(), workdir, verbose=0, export=False,
+                          overwrite=True)
+    assert fresh.rounds[0]["round"] == 0
+
+
 def test_from_arrays_keeps_values_and_takes_tf_data():
     x = np.arange(40, dtype="float32").reshape(10, 4) / 7
     y = np.arange(10) % 3

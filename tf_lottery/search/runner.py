@@ -10,6 +10,8 @@ with the model, data and search given as Python objects.
 """
 import dataclasses
 import functools
+import json
+import os
 from typing import Optional
 
 import keras
@@ -59,13 +61,64 @@ def model_fn_of(model):
     return KerasModelFn(model)
 
 
+def describe_run(search, model, data, seed):
+    """What makes two runs the same run, as JSON text: the search's and its recipe's settings,
+    the model's architecture (or the name of the function that builds it), the data and the
+    seed. A rerun in the same workdir continues only the same run."""
+    def settings(obj):
+        return {key: value for key, value in sorted(vars(obj).items())
+                if not key.startswith("_") and _is_plain(value)}
+
+    if isinstance(model, keras.Model):
+        try:
+            architecture = json.loads(model.to_json())
+        except (TypeError, ValueError, NotImplementedError):
+            architecture = type(model).__name__
+    else:
+        architecture = getattr(model, "__qualname__", None) or repr(model)
+    return json.dumps({"search": type(search).__name__, "settings": settings(search),
+                       "recipe": settings(search.recipe), "model": architecture,
+                       "data": dataclasses.asdict(data.info), "batch_size": data.batch_size,
+                       "data_seed": data.seed, "seed": seed}, indent=1, sort_keys=True,
+                      default=str)
+
+
+def _is_plain(value):
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def _prepare_workdir(workdir, description, overwrite):
+    """Refuse a workdir that holds another run (unless `overwrite`: its contents deleted, only
+    if tf_lottery wrote them all), then record `description` in it."""
+    path = os.path.join(workdir, workdir_lib.PYTHON_RUN_FILE)
+    if overwrite:
+        workdir_lib.clear(workdir)
+    elif workdir_lib.has_progress(workdir):
+        previous = None
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                previous = f.read()
+        if previous != description:
+            what = "another search, model or data" if previous else "a run of bin/train"
+            raise ConfigError(f"workdir {workdir} holds {what}: give another workdir, or "
+                              f"overwrite=True to delete it and start afresh")
+    workdir_lib.mark(workdir)
+    with workdir_lib.atomic_write(path) as f:
+        f.write(description)
+
+
 def run(search, model, data, workdir, seed=0, export=True, verbose="auto", tensorboard=True,
-        strategy="default"):
+        strategy="default", overwrite=False):
     """Run `search` on `model` with `data` in `workdir` and export its final ticket.
 
     The workdir gets what bin/train writes (init/, one round_NN/ per round, TensorBoard logs,
-    ticket/): running again with the same workdir continues where the last run stopped
-    (completed rounds are read back), so give a new workdir for a new run.
+    ticket/) and python_run.json (what ran): the same call again continues where the last
+    run stopped (completed rounds are read back); another search, model or data in a workdir
+    that holds a run is a ConfigError (give another workdir, or overwrite=True).
 
     Args:
       search: a search object, e.g. IMPSearch(...), EdgePopupSearch(...),
@@ -81,6 +134,8 @@ def run(search, model, data, workdir, seed=0, export=True, verbose="auto", tenso
       verbose: Keras progress output (0 silent, 1 progress bar, 2 a line per epoch, 'auto').
       tensorboard: write TensorBoard logs under workdir/tensorboard.
       strategy: a tf.distribute strategy or its name ('default', 'mirrored', ...).
+      overwrite: delete what the workdir holds (only a workdir tf_lottery wrote) and start
+        afresh.
     Returns:
       a SearchRun: `.rounds` (metrics per round), `.model` (the trained SparseModel),
       `.masks` (the final ticket's masks), `.exported` (paths).
@@ -97,11 +152,12 @@ def run(search, model, data, workdir, seed=0, export=True, verbose="auto", tenso
     experiment = Experiment(workdir=str(workdir), search=search, model_fn=model_fn_of(model),
                             seed=seed, strategy=strategy, verbose=verbose,
                             tensorboard=tensorboard, dataset=data)
+    description = describe_run(search, model, data, seed)  # before the search builds anything
     experiment.validate()  # the model fits the data and the search, before anything is written
     lock = workdir_lib.WorkdirLock(experiment.workdir)
     lock.acquire()
     try:
-        workdir_lib.mark(experiment.workdir)
+        _prepare_workdir(experiment.workdir, description, overwrite)
         rounds = experiment.run()
         exported = experiment.export() if export and rounds else None
     finally:
