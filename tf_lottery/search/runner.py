@@ -69,9 +69,12 @@ def describe_run(search, model, data, seed):
         return {key: value for key, value in sorted(vars(obj).items())
                 if not key.startswith("_") and _is_plain(value)}
 
-    if isinstance(model, keras.Model):
-        try:
-            architecture = json.loads(model.to_json())
+    if isinstance(model, keras.Model):  # layer configs without names: Keras numbers the
+        try:                             # automatic ones ('sequential_3') per process
+            architecture = [[type(layer).__name__,
+                             {k: v for k, v in layer.get_config().items() if k != "name"}]
+                            for layer in model._flatten_layers(include_self=False,
+                                                               recursive=True)]
         except (TypeError, ValueError, NotImplementedError):
             architecture = type(model).__name__
     else:
