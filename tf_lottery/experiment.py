@@ -31,13 +31,26 @@ class Experiment:
     Args:
       workdir: where rounds, checkpoints, TensorBoard logs and the exported ticket go.
       search: a search procedure object (gin: `Experiment.search = @EdgePopupSearch()`).
-      model_fn: builds the network: model_fn(input_shape=..., num_classes=..., mask_rule=...,
-        kernel_initializer=..., **search-specific kwargs) (gin: `@build_model`).
-      seed: seeds weights, scores, data order and augmentation.
+      model_fn: builds the network (gin: `@build_model`; from Python, tf_lottery.search.run
+        makes one of your Keras model: models.KerasModelFn). It is called with keyword
+        arguments only, and must accept every one a search may pass:
+          input_shape, num_classes   from the dataset's info (always);
+          mask_rule                  the rule of every masked layer (always);
+          kernel_initializer         the masked kernels' initialisation (IMP, GMP, pruning at
+                                     initialisation, ToST, edge-popup; absent: keep your own);
+          score_initializer          the scores' initialisation (edge-popup, CS, ISS);
+          affine                     edge-popup's affine_batchnorm: trainable batch-norm γ/β;
+          **model_kwargs             whatever the search's `model_kwargs` holds.
+        A function that takes fewer arguments should take **kwargs; an argument it does not
+        take is a ConfigError naming it.
+      seed: seeds weights, scores and the training; also the data's order and augmentation
+        when `dataset` is None (a Dataset given keeps its own seed).
       strategy: a tf.distribute strategy name (see training/strategy.py) or a strategy.
       verbose: Keras progress output (1 = progress bar, 2 = one line per epoch, 0 = silent;
         'auto' = a bar on a terminal, one line per epoch otherwise).
       tensorboard: write TensorBoard logs under workdir/tensorboard.
+      dataset: the Dataset to train and test on (load_dataset(...) or Dataset.from_arrays(...));
+        None: load_dataset(seed=seed) as gin configures it.
       analysis_callbacks: measurements during every round's training: factories called as
         `factory(data)` with the first `analysis_batches` (x, y) test batches, each returning an
         AnalysisCallback (gin: `Experiment.analysis_callbacks = [@ActivationSparsityCallback]`);

@@ -5,6 +5,7 @@ export read it back, whatever the algorithm.
 """
 import fnmatch
 
+import keras
 import numpy as np
 
 from tf_lottery.errors import ConfigError
@@ -56,8 +57,13 @@ def prunable_layers(model, exclude=()):
 
 
 def get_masks(model, binary=True):
-    """{name: mask} of every masked layer; `binary` asks each rule for its 0/1 ticket mask
-    (e.g. top-k of the scores) instead of the stored `mask` variable."""
+    """{layer name: 0/1 float32 numpy mask} of every masked layer.
+
+    Args:
+      model: a network or a SparseModel.
+      binary: ask each rule for its 0/1 ticket mask (e.g. the top-k of the scores) instead of
+        reading the stored `mask` variable.
+    """
     return {layer.name: np.asarray(layer.binary_mask() if binary else layer.mask.numpy(),
                                    dtype=np.float32)
             for layer in masked_layers(model)}
@@ -65,7 +71,13 @@ def get_masks(model, binary=True):
 
 def set_masks(model, masks):
     """Assign masks[name] to the `mask` variable of each masked layer named in `masks`
-    (layers absent from `masks` keep theirs)."""
+    (layers absent from `masks` keep theirs).
+
+    Args:
+      model: a network or a SparseModel.
+      masks: {layer name: 0/1 array of the kernel's shape}; an unknown name, another shape or
+        a value other than 0 and 1 is a ConfigError.
+    """
     layers = {layer.name: layer for layer in masked_layers(model)}
     unknown = sorted(set(masks) - set(layers))
     if unknown:
@@ -79,6 +91,33 @@ def set_masks(model, masks):
         if not np.all((mask == 0) | (mask == 1)):
             raise ConfigError(f"mask for {name} is not 0/1")
         layer.mask.assign(mask)
+
+
+def reset_masks(model):
+    """Set the `mask` variable of every masked layer of `model` (a network or a SparseModel)
+    to ones: the dense network again (scores and mask-rule state are left as they are)."""
+    for layer in masked_layers(model):
+        layer.mask.assign(np.ones(tuple(layer.mask.shape), np.float32))
+
+
+def freeze_weights(model, train_batchnorm=False):
+    """Make every variable of `model` but the masked layers' scores non-trainable, as a
+    strong-ticket search (edge-popup) trains: weights and biases stay at their initialisation.
+
+    Args:
+      model: a network or a SparseModel.
+      train_batchnorm: keep BatchNormalization's γ/β trainable (edge-popup's
+        affine_batchnorm); by default they are frozen too (γ = 1, β = 0 when freshly built:
+        non-affine batch norm).
+    """
+    keep = {id(layer.scores) for layer in masked_layers(model) if layer.scores is not None}
+    if train_batchnorm:
+        keep |= {id(v) for layer in model._flatten_layers(include_self=False, recursive=True)
+                 if isinstance(layer, keras.layers.BatchNormalization)
+                 for v in layer.trainable_weights}
+    for variable in model.trainable_weights:
+        if id(variable) not in keep:
+            variable.trainable = False
 
 
 def count(masks):

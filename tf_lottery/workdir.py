@@ -34,9 +34,10 @@ from tf_lottery.errors import ConfigError
 MARKER_FILE = ".tf_lottery_workdir"
 LOCK_FILE = ".tf_lottery.lock"
 CONFIG_FILE = "config.gin"
+PYTHON_RUN_FILE = "python_run.json"  # what tf_lottery.search.run ran (its config.gin)
 TEMPORARY = re.compile(r"\.tmp|_temp$")  # ours (atomic_path) and tf.train.Checkpoint's
 # What tf_lottery writes at the top of a workdir; anything else is the user's.
-OWN_ENTRIES = re.compile(r"^(\.tf_lottery_workdir|\.tf_lottery\.lock|config\.gin|"
+OWN_ENTRIES = re.compile(r"^(\.tf_lottery_workdir|\.tf_lottery\.lock|config\.gin|python_run\.json|"
                          r"operative_config\.gin|(init|round_\d+)(\.damaged(-\d+)?)?|"
                          r"tensorboard|ticket|teacher)$")
 # Entries that hold a run's progress (what a failed start must not have produced).

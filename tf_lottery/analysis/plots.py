@@ -7,7 +7,13 @@ path, or returns None when the runs hold nothing to draw (the caller says what i
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
+from matplotlib.ticker import (FixedLocator, FuncFormatter, LogLocator, MaxNLocator,
+                               NullFormatter)
+
+
+ACCURACY_MIN_SPAN = 10.0  # percentage points: the least y-range of the accuracy plot
+# analysis records whose values are fractions: drawn in % as every other plot here
+_FRACTION_NAMES = ("ratio", "fraction", "sparsity", "density")
 
 
 def _figure(columns=1, width=6.0, height=4.5):
@@ -27,11 +33,15 @@ def _percent(fraction):
 
 def _remaining_axis(axis):
     """Remaining weights in % on a log axis that decreases to the right (sparser to the right),
-    ticked at the plotted values when there are few of them."""
+    ticked at the plotted values when there are few of them, else at 1-2-5 steps of every decade
+    (100, 50, 20, 10, 5, ...: a log axis ticks only powers of ten by default, which labels a
+    run from 100% to 10% with "100" alone)."""
     axis.set_xscale("log")
     values = sorted({round(float(x), 6) for line in axis.get_lines() for x in line.get_xdata()})
     if 0 < len(values) <= 12:
         axis.xaxis.set_major_locator(FixedLocator(values))
+    else:
+        axis.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
     axis.xaxis.set_minor_formatter(NullFormatter())
     axis.invert_xaxis()
@@ -53,10 +63,28 @@ def _plot_series(axis, points, scale=1.0, **style):
     return bool(points)
 
 
-def _finish_remaining_plot(drawn, figure, axis, ylabel, title, path):
-    """Label a plot against remaining weights and save it; None when nothing was drawn."""
+def _at_least_span(axis, span, lower=None, upper=None):
+    """Widen the y-range around its data to at least `span` units (within [lower, upper]), so
+    that a fraction of a point does not fill the whole height of a plot."""
+    low, high = axis.get_ylim()
+    if high - low >= span:
+        return
+    middle = (low + high) / 2
+    low, high = middle - span / 2, middle + span / 2
+    if lower is not None and low < lower:
+        low, high = lower, lower + span
+    if upper is not None and high > upper:
+        low, high = upper - span, upper
+    axis.set_ylim(low, high)
+
+
+def _finish_remaining_plot(drawn, figure, axis, ylabel, title, path, min_span=None):
+    """Label a plot against remaining weights and save it; None when nothing was drawn.
+    `min_span`: the least y-range shown, in the plot's units (percentage points)."""
     if not drawn:
         return None
+    if min_span:
+        _at_least_span(axis, min_span, lower=0.0, upper=100.0)
     _remaining_axis(axis)
     axis.set_ylabel(ylabel)
     axis.set_title(title)
@@ -83,7 +111,8 @@ def accuracy_plot(runs, path):
         _plot_series(axis, _series(workdir, "ticket_test_accuracy"), 100, color=color,
                      marker="D", linestyle="-.", label=f"{label}: binary ticket")
     return _finish_remaining_plot(drawn, figure, axis, "test accuracy (%)",
-                                  "Test accuracy vs remaining weights", path)
+                                  "Test accuracy vs remaining weights", path,
+                                  min_span=ACCURACY_MIN_SPAN)
 
 
 def _heatmap(axis, matrix, names, title, vmax, colorbar_label):
@@ -100,12 +129,19 @@ def _heatmap(axis, matrix, names, title, vmax, colorbar_label):
 
 def similarity_plot(label, names, distances, overlaps, path):
     """Angular distances between rounds with an init row/column (Maene Fig. 4), beside the
-    overlap (IoU) of the rounds' ticket masks."""
+    overlap (IoU) of the rounds' ticket masks; `distances` None: the overlap alone (a
+    strong-ticket search never changes the weights: every distance is 0, a panel without
+    information)."""
+    mask_names = [n for n in names if n != "init"]
+    if distances is None:
+        figure, (right,) = _figure(columns=1, width=5.5, height=5.0)
+        _heatmap(right, overlaps, mask_names, "mask overlap |m1∧m2| / |m1∨m2|", 1.0, "IoU")
+        figure.suptitle(f"{label} (weights never trained: no angular distances)")
+        return _save(figure, path)
     figure, (left, right) = _figure(columns=2, width=5.5, height=5.0)
     vmax = max(1.0, float(np.max(distances)))
     _heatmap(left, distances, names, "angular distance 2·∠/π", vmax,
              "distance (0 = parallel, 1 = orthogonal)")
-    mask_names = [n for n in names if n != "init"]
     _heatmap(right, overlaps, mask_names, "mask overlap |m1∧m2| / |m1∨m2|", 1.0, "IoU")
     figure.suptitle(label)
     return _save(figure, path)
@@ -186,9 +222,24 @@ def activation_sparsity_plot(label, workdir, path):
     return _save(figure, path)
 
 
+def _merged_series(series):
+    """{title: points} with series of identical points drawn once, their names joined by ' = '
+    (soft iEP's dying_ratio and apparent_dying_ratio are the same number: the search space is
+    the whole network)."""
+    merged = {}
+    for name, points in sorted(series.items()):
+        same = next((title for title, other in merged.items() if other == points), None)
+        if same is None:
+            merged[name] = points
+        else:
+            merged[f"{same} = {name}"] = merged.pop(same)
+    return merged
+
+
 def analysis_plot(label, workdir, path):
     """Every scalar the analysis callbacks recorded (metrics['analysis'], per-layer entries left
-    out) against the epoch of the whole search, with round boundaries."""
+    out) against the epoch of the whole search, with round boundaries (dotted, in the legend);
+    fractions (ratios, sparsities, densities) in %, identical series drawn once."""
     series = {}
     boundaries = []
     for r in workdir.complete_rounds:
@@ -201,15 +252,23 @@ def analysis_plot(label, workdir, path):
                     series.setdefault(name, []).append((start + record["epoch"] + 1, value))
     if not series:
         return None
+    series = _merged_series(series)
     figure, axes = _figure(columns=len(series), width=4.5, height=3.5)
-    for axis, (name, points) in zip(axes, sorted(series.items())):
+    for axis, (title, points) in zip(axes, series.items()):
         x, y = zip(*points)
-        axis.plot(x, y, marker="o")
-        for start in boundaries[1:]:
-            axis.axvline(start + 0.5, color="gray", linestyle=":", linewidth=1)
+        percent = any(part in title for part in _FRACTION_NAMES) and all(
+            0.0 <= v <= 1.0 for v in y)
+        axis.plot(x, np.asarray(y) * (100.0 if percent else 1.0), marker="o", label="measured")
+        for i, start in enumerate(boundaries[1:]):
+            axis.axvline(start + 0.5, color="gray", linestyle=":", linewidth=1,
+                         label="new round" if i == 0 else None)
+        if percent:
+            axis.set_ylabel("%")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("epoch of the search")
-        axis.set_title(name, fontsize="medium")
+        axis.set_title(title, fontsize="medium")
         axis.grid(True, alpha=0.3)
+        if len(boundaries) > 1:
+            axis.legend(fontsize="small")
     figure.suptitle(f"Measured during training: {label}")
     return _save(figure, path)

@@ -17,7 +17,9 @@ import os
 import re
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from tf_lottery.cli import run_app
 
 flags.DEFINE_multi_string("workdir", [], "run directory (repeatable)")
 flags.DEFINE_string("out", None, "directory for report.md and the PNG figures")
@@ -95,11 +97,11 @@ def _similarity(label, workdir, out):
     except DataError as e:
         return None, [f"no angular distances: {e}"]
     notes = []
-    rounds_only = distances[:len(overlaps), :len(overlaps)]
-    if len(overlaps) > 1 and abs(rounds_only).max() < 1e-6:
-        notes.append("angular distances between rounds are all 0: the rounds share their "
-                     "weights on common connections (a strong-ticket search keeps the weights "
-                     "at their initialisation); the mask overlap tells the rounds apart")
+    if abs(distances).max() < 1e-6:  # drawn as a panel of zeros, it would only puzzle
+        notes.append("angular distances between rounds and the initialisation are all 0: the "
+                     "weights were never trained (a strong-ticket search keeps them at their "
+                     "initialisation), so similarity_*.png shows the mask overlap alone")
+        distances = None
     remaining = {r.name: r.get("remaining_fraction") for r in workdir.complete_rounds}
     shown = [f"{n} ({100 * remaining[n]:.3g}%)" if isinstance(remaining.get(n), (int, float))
              else n for n in names]
@@ -169,7 +171,6 @@ def write_report(workdir_paths, out):
 
 def main(argv):
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from tf_lottery.errors import TfLotteryError
 
     if not FLAGS.workdir or not FLAGS.out:
@@ -189,7 +190,7 @@ def main(argv):
 
 
 def run():
-    app.run(lambda argv: sys.exit(main(argv)))
+    run_app(main, __name__)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """Run the gin-configured Experiment in its workdir, then export its final ticket (bin/train)."""
 import contextlib
 import os
+import shlex
+import sys
 
 import gin
 
@@ -105,12 +107,25 @@ def build_experiment(workdir):
         raise ConfigError(explain_construction_error(e)) from None
 
 
+def tensorboard_command(logdir):
+    """A command line that starts TensorBoard on `logdir` as printed: the `tensorboard` script
+    next to this Python (.venv/bin/tensorboard, which a bare `tensorboard` is not unless the
+    virtualenv is activated), relative to the working directory when it lies below it, else
+    `python -m tensorboard.main`."""
+    script = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    if not os.access(script, os.X_OK):
+        return f"{shlex.quote(sys.executable)} -m tensorboard.main --logdir {shlex.quote(logdir)}"
+    relative = os.path.relpath(script)
+    shown = relative if not relative.startswith(os.pardir) else script
+    return f"{shlex.quote(shown)} --logdir {shlex.quote(logdir)}"
+
+
 def run_experiment(experiment, state, export=True):
     workdir = experiment.workdir
     how = {"new": "new run", "worker": f"private copy of a worker, the chief writes "
                                        f"{experiment.chief_workdir}"}.get(state, "continuing")
     print(f"[tf_lottery] workdir: {workdir} ({how})")
-    print(f"[tf_lottery] TensorBoard: tensorboard --logdir {os.path.join(workdir, 'tensorboard')}")
+    print(f"[tf_lottery] TensorBoard: {tensorboard_command(os.path.join(workdir, 'tensorboard'))}")
     results = experiment.run()
     with workdir_lib.atomic_write(os.path.join(workdir, "operative_config.gin")) as f:
         f.write(gin.operative_config_str())

@@ -13,7 +13,9 @@ at a time holds a workdir (a lock file naming its pid and host; see tf_lottery/w
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from tf_lottery.cli import run_app
 
 flags.DEFINE_multi_string("gin_file", [], "gin config file(s); later files override earlier ones")
 flags.DEFINE_multi_string("gin_bindings", [], "extra gin bindings, e.g. 'TrainingRecipe.epochs=2'")
@@ -34,7 +36,6 @@ def default_workdir(gin_files):
 
 def main(argv):
     del argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if not FLAGS["verbosity"].present:  # absl's default, INFO, shows every library's chatter
         logging.set_verbosity(logging.WARNING)
     from tf_lottery.config import parse_config
@@ -67,7 +68,7 @@ def main(argv):
 
 
 def run():
-    app.run(lambda argv: sys.exit(main(argv)))
+    run_app(main, __name__)
 
 
 if __name__ == "__main__":

@@ -40,13 +40,28 @@ NORMALISATION = {
 # The standard training augmentation of each family (see augment.py).
 AUGMENTATION = {"cifar10": "cifar", "cifar100": "cifar", "svhn_cropped": "pad_crop",
                 "imagenet2012": "imagenet", "imagenet_resized": "cifar"}
+# Names people write for a dataset that TFDS spells otherwise (suggested on an unknown name).
+_ALIASES = {"fmnist": "fashion_mnist", "fashionmnist": "fashion_mnist", "f_mnist": "fashion_mnist",
+            "cifar": "cifar10", "cifar_10": "cifar10", "cifar_100": "cifar100",
+            "svhn": "svhn_cropped", "imagenet": "imagenet2012"}
 _STATS_SAMPLE = 10000  # examples used to estimate mean/std of a dataset not in NORMALISATION
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
+    """What a model needs to know about a dataset.
+
+    Args:
+      name: the dataset's name ('fashion_mnist', 'cifar10', or the name given to from_arrays).
+      source: 'debian-idx' (local IDX files), 'tfds' or 'arrays' (Dataset.from_arrays).
+      input_shape: the shape of one example, e.g. (28, 28, 1).
+      num_classes: the number of labels (labels are 0 .. num_classes-1).
+      num_train_examples / num_test_examples: examples in each split.
+      mean / std: per-channel normalisation of pixels scaled to [0, 1] (0 and 1 for arrays).
+      augmentation: the training augmentation family (augment.FAMILIES; 'none' for arrays).
+    """
     name: str
-    source: str  # 'debian-idx' (local IDX files) or 'tfds'
+    source: str  # 'debian-idx' (local IDX files), 'tfds' or 'arrays'
     input_shape: Tuple[int, ...]
     num_classes: int
     num_train_examples: int
@@ -58,6 +73,19 @@ class DatasetInfo:
 
 @dataclasses.dataclass
 class Dataset:
+    """Training and test pipelines of one dataset, made by `load_dataset` (a named dataset) or
+    `Dataset.from_arrays` (your own numpy arrays or tf.data examples).
+
+    Use `train_batches(start_epoch)` (endless, `steps_per_epoch` batches per epoch, shuffled
+    by (seed, epoch)), `train_epoch(epoch)` (one epoch: `model.fit(data.train_epoch())`) and
+    `test` (batched, unshuffled); `info` is the DatasetInfo. Build one through those two
+    functions rather than from its fields.
+
+    Args:
+      info: the DatasetInfo.
+      batch_size: the global batch size (split over replicas by tf.distribute).
+      seed: seeds the order of every epoch and the augmentation.
+    """
     info: DatasetInfo
     batch_size: int
     seed: int
@@ -68,6 +96,47 @@ class Dataset:
     # The training set as two tensors, when it fits in memory: then every epoch is an exact,
     # stateless permutation (tf.random.experimental.index_shuffle) of (seed, epoch).
     _train_arrays: Optional[Tuple[tf.Tensor, tf.Tensor]] = None
+    # What the stored pixels are divided by before normalisation: 255 for images stored as
+    # 0..255, 1 for arrays given already scaled (from_arrays).
+    _pixel_range: float = 255.0
+
+    @classmethod
+    def from_arrays(cls, train, test, batch_size=128, seed=0, num_classes=None, name="arrays"):
+        """A Dataset of your own data, used as given (no scaling, normalisation or
+        augmentation): e.g. `Dataset.from_arrays((x_train, y_train), (x_test, y_test))`.
+
+        Args:
+          train: (x, y): x an array of N examples of any shape (float, scaled as your model
+            wants it), y the N integer labels 0 .. num_classes-1; or a tf.data.Dataset of
+            unbatched (x, y) examples (a batched one: pass `ds.unbatch()`), read into memory.
+          test: the test split, the same way.
+          batch_size: the global batch size; the last partial training batch is dropped.
+          seed: seeds the (stateless) order of every training epoch.
+          num_classes: the number of classes (default: 1 + the largest label).
+          name: the name `info.name` reports.
+        """
+        x_train, y_train = _example_arrays(train, "train")
+        x_test, y_test = _example_arrays(test, "test")
+        if x_train.shape[1:] != x_test.shape[1:]:
+            raise ConfigError(f"train examples have shape {x_train.shape[1:]} but test examples "
+                              f"{x_test.shape[1:]}")
+        largest = int(max(y_train.max(), y_test.max()))
+        num_classes = largest + 1 if num_classes is None else int(num_classes)
+        if min(y_train.min(), y_test.min()) < 0 or largest >= num_classes:
+            raise ConfigError(f"labels must be integers 0 .. {num_classes - 1}, got "
+                              f"{int(min(y_train.min(), y_test.min()))} .. {largest}")
+        if batch_size is None or not 1 <= int(batch_size) <= len(x_train):
+            raise ConfigError(f"batch_size must be between 1 and the {len(x_train)} training "
+                              f"examples, got {batch_size!r}")
+        info = DatasetInfo(name=name, source="arrays", input_shape=tuple(x_train.shape[1:]),
+                           num_classes=num_classes, num_train_examples=len(x_train),
+                           num_test_examples=len(x_test), mean=(0.0,), std=(1.0,),
+                           augmentation="none")
+        return cls(info=info, batch_size=int(batch_size), seed=int(seed),
+                   _train_examples=tf.data.Dataset.from_tensor_slices((x_train, y_train)),
+                   _test_examples=tf.data.Dataset.from_tensor_slices((x_test, y_test)),
+                   _shuffle_buffer=len(x_train), _image_size=0,
+                   _train_arrays=(tf.constant(x_train), tf.constant(y_train)), _pixel_range=1.0)
 
     @property
     def steps_per_epoch(self):
@@ -75,13 +144,13 @@ class Dataset:
         return max(1, self.info.num_train_examples // self.batch_size)
 
     def _normalise(self, image):
-        image = tf.cast(image, tf.float32) / 255.0
+        image = tf.cast(image, tf.float32) / self._pixel_range
         return (image - tf.constant(self.info.mean)) / tf.constant(self.info.std)
 
     def _augment(self, image, seed):
-        image = tf.cast(image, tf.float32) / 255.0
+        image = tf.cast(image, tf.float32) / self._pixel_range
         image = augment.train_transform(self.info.augmentation, image, seed, self._image_size)
-        return self._normalise(image * 255.0)
+        return self._normalise(image * self._pixel_range)
 
     def _epoch_seed(self, epoch):
         return tf.stack([tf.constant(self.seed, tf.int64), tf.cast(epoch, tf.int64)])
@@ -134,8 +203,9 @@ class Dataset:
         family, size = self.info.augmentation, self._image_size
 
         def transform(image, label):
-            image = augment.eval_transform(family, tf.cast(image, tf.float32) / 255.0, size)
-            return self._normalise(image * 255.0), label
+            image = tf.cast(image, tf.float32) / self._pixel_range
+            image = augment.eval_transform(family, image, size)
+            return self._normalise(image * self._pixel_range), label
 
         examples = self._test_examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
         return examples.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
@@ -194,8 +264,10 @@ def _tfds_builder(name, data_dir, download):
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except (tfds.core.registered.DatasetNotFoundError, ValueError):  # ValueError: unparsable
-        close = difflib.get_close_matches(name.replace("-", "_").lower(), tfds.list_builders(),
-                                          n=3)
+        key = name.replace("-", "_").lower()
+        close = difflib.get_close_matches(key, tfds.list_builders(), n=3)
+        if key in _ALIASES:  # short names difflib cannot see ('fmnist' -> 'fashion_mnist')
+            close = [_ALIASES[key]] + [c for c in close if c != _ALIASES[key]][:2]
         hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
         raise ConfigError(f"unknown dataset {name!r}: not a TFDS dataset.{hint}") from None
     try:
@@ -331,6 +403,25 @@ def load_dataset(name="fashion_mnist", source="auto", batch_size=128, seed=0,
                    _test_examples=test,
                    _shuffle_buffer=max(1, min(int(shuffle_buffer), info.num_train_examples)),
                    _image_size=int(image_size), _train_arrays=arrays)
+
+
+def _example_arrays(split, which):
+    """(x float32, y int64) numpy arrays of a split given as (x, y) or as tf.data examples."""
+    if isinstance(split, tf.data.Dataset):
+        x, y = (t.numpy() for t in _as_tensors(split))
+    else:
+        try:
+            x, y = split
+        except (TypeError, ValueError):
+            raise ConfigError(f"{which} must be an (x, y) pair of arrays or a tf.data.Dataset "
+                              f"of (x, y) examples, got {type(split).__name__}") from None
+    x, y = np.asarray(x, np.float32), np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) and not np.all(y == np.round(y)):
+        raise ConfigError(f"{which} labels must be one integer class per example (shape "
+                          f"(N,)), got shape {y.shape} and dtype {y.dtype}")
+    if len(x) != len(y) or len(x) == 0:
+        raise ConfigError(f"{which} holds {len(x)} examples but {len(y)} labels")
+    return x, y.astype(np.int64)
 
 
 def _as_tensors(examples):

@@ -13,8 +13,14 @@ TICKET_FILE = "ticket.npz"
 
 def export_ticket(model, directory, metadata=None, strong=False, seed=None, weights=None):
     """Write directory/saved_model (the trained ticket, masks folded, ghosts removed) and
-    directory/ticket.npz (masks, architecture, and the weights or — strong — the seed);
-    returns {'saved_model': path, 'ticket': path}. Arguments as for `save_ticket`."""
+    directory/ticket.npz (masks, architecture, and the weights or — strong — the seed).
+
+    Args:
+      model: a masked network or a SparseModel.
+      directory: where saved_model/ and ticket.npz go.
+      metadata, strong, seed, weights: as for `save_ticket`.
+    Returns: {'saved_model': path, 'ticket': path}.
+    """
     saved_model = os.path.join(directory, SAVED_MODEL_DIR)
     with workdir_lib.io_errors(saved_model), workdir_lib.atomic_folder(saved_model) as tmp:
         export_saved_model(model, tmp)

@@ -35,7 +35,14 @@ def export_saved_model(model, path, input_signature=None):
 
 
 def export_keras(model, path):
-    """Write the ticket as a .keras file of plain Keras layers; returns path."""
+    """Write the ticket as a .keras file of plain Keras layers (masks folded into the
+    kernels): keras.saving.load_model reads it without tf_lottery.
+
+    Args:
+      model: a masked network or a SparseModel (see `to_plain_model`).
+      path: the file to write; must end in .keras.
+    Returns: path.
+    """
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ConfigError(f"a Keras model file must end in .keras, got {path!r}")
@@ -46,7 +53,10 @@ def export_keras(model, path):
 def export_tflite(model, path):
     """Write the ticket as a TFLite flatbuffer (tf.lite.TFLiteConverter from its SavedModel).
 
-    Returns path, or None (with a logged message) where this TensorFlow has no TFLite converter.
+    Args:
+      model: a masked network or a SparseModel (see `to_plain_model`).
+      path: the .tflite file to write.
+    Returns: path, or None (with a logged message) where this TensorFlow has no TFLite converter.
     """
     import tensorflow as tf
 

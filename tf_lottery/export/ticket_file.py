@@ -308,12 +308,13 @@ def _read(path):
 
 
 def read_ticket_header(path):
-    """The header of a ticket file (versions, kind, seed, masks, metadata...) as a dict."""
+    """The header of the ticket file at `path` (versions, kind 'weak'/'strong', seed,
+    masks, metadata...) as a dict; a damaged file is a DataError."""
     return _read(path)[0]
 
 
 def read_ticket_masks(path):
-    """{layer name: 0/1 float32 mask} stored in a ticket file."""
+    """{layer name: 0/1 float32 mask} stored in the ticket file at `path`."""
     header, arrays = _read(path)
     return _unpack_masks(header, arrays)
 
@@ -343,6 +344,10 @@ def load_ticket(path, custom_objects=None):
 
     A strong ticket is regenerated under its seed (keras.utils.set_random_seed) when it has
     one, which resets this process's global random state.
+
+    Args:
+      path: the ticket file (save_ticket, export_ticket, a search's workdir/ticket/ticket.npz).
+      custom_objects: as for keras.saving: classes of your own layers in the architecture.
     """
     header, arrays = _read(path)
     architecture = header["architecture"]

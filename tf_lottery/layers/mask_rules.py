@@ -304,7 +304,11 @@ class SigmoidScores(MaskRule):
     so no annealing decides it. With s_0 = 0 (ContinuousSparsificationSearch's default) the
     ticket before any training is empty, and a weight is kept only once training has pushed its
     score above 0; a score that never moves (zero gradient throughout, e.g. λ = 0 and an input
-    that is always 0) stays pruned, and the reset min(β_T·s_T, s_0) keeps it at 0."""
+    that is always 0) stays pruned, and the reset min(β_T·s_T, s_0) keeps it at 0.
+
+    Args:
+      initial_beta: β at the start (the search anneals it, layer.beta).
+    """
 
     needs_scores = True
 

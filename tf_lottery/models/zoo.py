@@ -38,6 +38,17 @@ def _kernel_initializer(spec):
                           f"{sorted(WEIGHT_INITIALIZERS)} or a Keras initializer") from None
 
 
+def per_layer_initializer(initializer, index):
+    """A copy of `initializer` for the index-th layer of a network: a seeded one gets seed +
+    index, or every layer of one shape would start from the same values."""
+    if not isinstance(initializer, keras.initializers.Initializer):
+        return initializer
+    config = initializer.get_config()
+    if isinstance(config.get("seed"), int):
+        config["seed"] += index
+    return type(initializer).from_config(config)
+
+
 class _LayerMaker:
     """Makes one network's layers: masked layers sharing its rule and initialisers, batch norm."""
 
@@ -53,14 +64,7 @@ class _LayerMaker:
         return self._copy(self.kernel_initializer)
 
     def _copy(self, initializer):
-        # A copy per layer; a seeded initialiser gets seed + layer index, or every layer of one
-        # shape would start from the same values.
-        if not isinstance(initializer, keras.initializers.Initializer):
-            return initializer
-        config = initializer.get_config()
-        if isinstance(config.get("seed"), int):
-            config["seed"] += self._made
-        return type(initializer).from_config(config)
+        return per_layer_initializer(initializer, self._made)
 
     def _masking(self):
         return {"mask_rule": self.mask_rule,
@@ -340,8 +344,16 @@ def build_model(name, input_shape, num_classes, mask_rule=None,
                 **options):
     """The zoo network `name` (a key of MODELS; case, '-' and '_' do not matter).
 
-    `options` are the builder's own arguments, e.g. stem='cifar' for resnet18, affine=False for
-    non-affine batch norm; an argument the builder does not take is a ConfigError.
+    Args:
+      name: the model, e.g. 'lenet_300_100', 'conv4', 'resnet20', 'resnet18', 'vgg16'.
+      input_shape: the shape of one example, e.g. data.info.input_shape.
+      num_classes: the number of output logits.
+      mask_rule: the rule of every masked layer (default FixedMask; see layers.get_rule).
+      kernel_initializer: the kernels' initialisation: a name of WEIGHT_INITIALIZERS or a Keras
+        initializer (a seeded one gets seed + layer index per layer).
+      score_initializer: the scores' initialisation, for rules that train scores.
+      **options: the builder's own arguments, e.g. stem='cifar' for resnet18, affine=False
+        for non-affine batch norm; an argument the builder does not take is a ConfigError.
     """
     model_name = _NAMES_BY_KEY.get(_key(name))
     if model_name is None:

@@ -41,6 +41,15 @@ def grasp_masks(model, x, y, prune_fraction, loss_fn=None, scope="global", exclu
     round-half-up(prune_fraction·remaining) unpruned weights of largest S, over all layers
     (scope='global', as in the paper) or per layer.
 
+    Args:
+      model: a masked network (or SparseModel); only weights its masks keep are candidates.
+      x, y: one batch of inputs and integer labels the criterion scores on.
+      loss_fn: the loss (default: sparse categorical cross-entropy on logits).
+      prune_fraction: the fraction of the remaining weights to remove.
+      scope: 'global' (rank all layers together) or 'layerwise'.
+      exclude: masked layers never pruned, by name or pattern (masks.excluded_names).
+    Returns: {layer name: 0/1 float32 mask}, to `set_masks`.
+
     Sign convention as in the authors' code (alecwangcq/GraSP: scores = -θ·Hg, keep
     score <= the threshold of the top removed). g and H come from the same batch (x, y).
     The authors divide logits by a temperature T = 200 before the loss; pass e.g.

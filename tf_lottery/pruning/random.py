@@ -11,7 +11,15 @@ def random_masks(model, prune_fraction, seed=0, exclude=()):
     """Random pruning (Su et al. 2020; Frankle et al. 2020, as used by ToST, Jaiswal et al. 2022,
     Sec. 1): remove
     round-half-up(prune_fraction·remaining) of each layer's unpruned weights, chosen uniformly
-    at random (seeded; pruned weights stay pruned)."""
+    at random (seeded; pruned weights stay pruned).
+
+    Args:
+      model: a masked network (or SparseModel); only weights its masks keep are candidates.
+      prune_fraction: the fraction of the remaining weights to remove.
+      seed: seeds the choice.
+      exclude: masked layers never pruned, by name or pattern (masks.excluded_names).
+    Returns: {layer name: 0/1 float32 mask}, to `set_masks`.
+    """
     layers = prunable_layers(model, exclude)
     rng = np.random.default_rng(seed)
     scores = {layer.name: rng.random(tuple(layer.mask.shape)) for layer in layers}

@@ -24,6 +24,15 @@ def snip_masks(model, x, y, prune_fraction, loss_fn=None, scope="global", exclud
     The paper's normalisation by Σ_k|g_k w_k| does not change the ranking and is left out.
     `training` is passed to the model call (False: BatchNorm uses its moving statistics and
     dropout is off, as the Synaptic-Flow reference code does with model.eval()).
+
+    Args:
+      model: a masked network (or SparseModel); only weights its masks keep are candidates.
+      x, y: one batch of inputs and integer labels the criterion scores on.
+      loss_fn: the loss (default: sparse categorical cross-entropy on logits).
+      prune_fraction: the fraction of the remaining weights to remove.
+      scope: 'global' (rank all layers together) or 'layerwise'.
+      exclude: masked layers never pruned, by name or pattern (masks.excluded_names).
+    Returns: {layer name: 0/1 float32 mask}, to `set_masks`.
     """
     scores = snip_scores(model, x, y, loss_fn, exclude, training)
     layers = fixed_mask_layers(model, exclude, "SNIP")

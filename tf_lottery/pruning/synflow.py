@@ -54,6 +54,9 @@ def synflow_masks(model, prune_fraction, iterations=100, input_shape=None, exclu
     score S = |θ ⊙ ∂R/∂θ|; for i = 1..n keep the top density^(i/n) of the starting weights
     (density = 1 - prune_fraction), re-scoring after each step; global over all layers.
 
+    Args: model, prune_fraction, exclude as for snip_masks; iterations: n, the pruning steps;
+    input_shape: of one example (default: the model's own).
+
     Data-free: no batch is used. Removed after step i: round-half-up((1 - density^(i/n))·N) of
     the N weights unpruned at the start (exactly round-half-up(prune_fraction·N) at i = n).
     The model runs with training=False (BatchNorm on its moving statistics, also made |·|,

@@ -22,7 +22,6 @@ per cycle from each layer's `ever_selected` (reset at the start of every cycle);
 `dying_ratio` is Fig. 5a's worst case and `apparent_dying_ratio` counts within m*_{i-1}.
 """
 import gin
-import keras
 import tensorflow as tf
 
 from tf_lottery import masks as masks_lib
@@ -31,6 +30,7 @@ from tf_lottery.analysis.dying import model_dying_stats
 from tf_lottery.errors import ConfigError, check_fraction
 from tf_lottery.layers.initializers import score_initializer, weight_initializer
 from tf_lottery.layers.mask_rules import TopKScores
+from tf_lottery.masks import freeze_weights
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.training.sparse_model import SparseModel
 
@@ -207,15 +207,3 @@ class EdgePopupSearch(RoundSearch):
 
 def _binary(layers):
     return [layer.binary_mask().numpy().astype("float32") for layer in layers]
-
-
-def freeze_weights(network, train_batchnorm=False):
-    """Make every variable but the scores non-trainable (BatchNorm γ/β too unless asked)."""
-    keep = {id(layer.scores) for layer in masks_lib.prunable_layers(network) if layer.scores is not None}
-    if train_batchnorm:
-        keep |= {id(v) for layer in network._flatten_layers(include_self=False, recursive=True)
-                 if isinstance(layer, keras.layers.BatchNormalization)
-                 for v in layer.trainable_weights}
-    for variable in network.trainable_weights:
-        if id(variable) not in keep:
-            variable.trainable = False

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from tf_lottery.errors import ConfigError
+from tf_lottery.export.plain import network_of
 from tf_lottery.export.ticket_file import ticket_variables
 from tf_lottery.search import rounds
 
@@ -54,8 +55,9 @@ def rewind_path(workdir, spec):
 
 def _dense_variables(network):
     """[(key, variable)] of every variable but the masks, scores and mask-rule state, keyed as
-    the ticket file keys them (ticket_variables: layer names from the network down)."""
-    return list(ticket_variables(network).items())
+    the ticket file keys them (ticket_variables: layer names from the network down); a
+    SparseModel stands for its network."""
+    return list(ticket_variables(network_of(network)).items())
 
 
 def _without_model_name(weights):
@@ -68,13 +70,28 @@ def _without_model_name(weights):
 
 
 def dense_weights(network):
-    """{key: numpy array} of the network's dense weights."""
+    """A snapshot of the network's dense weights to rewind to: {key: numpy array} of every
+    kernel, bias and batch-norm variable, never masks, scores or mask-rule state.
+
+    `w0 = dense_weights(model)` before training and `assign_dense_weights(model, w0)` after
+    pruning is the rewind of IMP; Keras's own `model.get_weights()` / `set_weights()` would
+    also put the masks of that moment back (all ones: the pruning undone).
+
+    Args:
+      network: a masked network or a SparseModel.
+    """
     return {path: keras.ops.convert_to_numpy(v) for path, v in _dense_variables(network)}
 
 
 def assign_dense_weights(network, weights):
-    """Set the network's dense weights from {key: array}; both must name the same variables
-    (keys led by a model name, the old format, are read without it)."""
+    """Rewind: set the network's dense weights from a `dense_weights` snapshot, leaving masks,
+    scores and mask-rule state as they are.
+
+    Args:
+      network: a masked network or a SparseModel.
+      weights: {key: array} naming exactly the network's dense variables (keys led by a model
+        name, the old format, are read without it); otherwise a ConfigError.
+    """
     variables = dict(_dense_variables(network))
     if set(weights) != set(variables):
         legacy = _without_model_name(weights)

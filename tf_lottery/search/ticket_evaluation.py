@@ -47,6 +47,14 @@ def retrain_ticket(experiment, masks, rewind_weights_path, directory, recipe, mo
 
     Resumable: epoch checkpoints in directory/checkpoints; once done, the metrics are written to
     directory/metrics.json and returned from there by later calls.
+
+    Args:
+      experiment: the Experiment whose model_fn and dataset build and train the ticket.
+      masks: {layer name: 0/1 mask} (masked layers absent stay dense).
+      rewind_weights_path: a rewind point (.npz of dense_weights, search/rewind.py).
+      directory: the run's folder.
+      recipe: the TrainingRecipe it is trained with.
+      model_kwargs: extra keyword arguments for the experiment's model_fn.
     """
     result_path = os.path.join(directory, RESULT_FILE)
     if os.path.exists(result_path):

@@ -18,6 +18,13 @@ class GradualMagnitudePruning(MaskUpdater):
     throughout; 'global' ranks all layers together at s_t. Scores are the effective weights
     θ ⊙ m: a pruned weight scores 0 (tfmot zeroes pruned weights in place); should the target
     sparsity fall, revived weights resume from their stored raw value.
+
+    Args:
+      pruning_schedule: a PruningSchedule (ConstantSparsity, PolynomialDecay).
+      distribution: 'uniform', 'er', 'erk', 'global' or {layer name: sparsity} (see above).
+      exclude: layers left dense, by name or pattern (masks.excluded_names).
+      block_size, block_pooling_type: prune (height, width) blocks of 2-D kernels scored by the
+        'AVG' or 'MAX' of |w| (tfmot's block sparsity).
     """
 
     def __init__(self, pruning_schedule, distribution="uniform", exclude=(), block_size=(1, 1),

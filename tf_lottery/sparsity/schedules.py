@@ -86,7 +86,15 @@ class ConstantSparsity(PruningSchedule):
 class PolynomialDecay(PruningSchedule):
     """Zhu & Gupta 2017, Eq. 1: s_t = s_f + (s_i − s_f)(1 − p)^power,
     p = clip((t − t₀)/(t_end − t₀), 0, 1), applied every `frequency` steps in [t₀, t_end]
-    (tfmot.sparsity.keras.PolynomialDecay)."""
+    (tfmot.sparsity.keras.PolynomialDecay).
+
+    Args:
+      initial_sparsity, final_sparsity: s_i and s_f, fractions in [0, 1).
+      begin_step, end_step: t₀ and t_end, optimizer steps.
+      power: the exponent (3 as Zhu & Gupta).
+      frequency: masks change every `frequency` steps only (tfmot's default 100: keep it below
+        end_step - begin_step, or the schedule is never applied in between).
+    """
 
     def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step, power=3,
                  frequency=100):
