@@ -133,10 +133,11 @@ class Experiment:
     def validate(self):
         """Check, writing nothing, what only building can check: the data (an unknown or absent
         dataset) and the network with the search's options (an unknown model, layer names);
-        bin/train calls it before it touches the workdir. The network built is discarded."""
+        bin/train calls it before it touches the workdir. Returns the model built (the
+        search's SparseModel), which nothing else uses."""
         try:
             self.dataset  # noqa: B018 (loads it)
-            self.search.build(self)
+            return self.search.build(self)
         except TfLotteryError:
             raise
         except (TypeError, ValueError, KeyError) as e:

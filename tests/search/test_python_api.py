@@ -128,3 +128,31 @@ def test_rewind_reset_and_freeze_helpers_leave_what_they_should():
     scored = tl.sparsify(_model(), rule=tl.TopKScores(0.5))
     tl.freeze_weights(scored)
     assert {v.name for v in scored.trainable_weights} == {"scores"}
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(4, 3, name="conv")
+        self.flat = keras.layers.Flatten()
+        self.out = keras.layers.Dense(2, name="out")
+
+    def call(self, x):
+        return self.out(self.flat(self.conv(x)))
+
+
+def test_a_subclassed_model_runs_from_a_builder_and_is_refused_where_it_cannot_work(tmp_path):
+    search = tl.search.IMPSearch(prune_fraction=0.5, num_rounds=2,
+                                 recipe=tl.TrainingRecipe(**RECIPE))
+    instance = _Subclassed()
+    instance(tf.zeros((1, 6, 6, 1)))
+    with pytest.raises(tl.errors.ConfigError, match="pass a function that builds it"):
+        tl.search.run(search, instance, _data(), tmp_path / "instance", export=False)
+    # a SavedModel needs a model strip_pruning can rebuild: refused before anything is written
+    with pytest.raises(tl.errors.ConfigError, match="export=False"):
+        tl.search.run(search, _Subclassed, _data(), tmp_path / "export", verbose=0)
+    assert not (tmp_path / "export").exists() or not any((tmp_path / "export").iterdir())
+    result = tl.search.run(search, _Subclassed, _data(), tmp_path / "run", export=False,
+                           verbose=0, tensorboard=False)
+    assert [round(m["remaining_fraction"], 3) for m in result.rounds] == [1.0, 0.5]
+    assert set(result.masks) == {"conv", "out"}

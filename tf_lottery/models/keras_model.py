@@ -8,7 +8,7 @@ from tf_lottery import masks as masks_lib
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.initializers import DepthwiseInitializer
 from tf_lottery.layers.initializers import score_initializer as score_initializer_of
-from tf_lottery.models.sparsify import sparsify
+from tf_lottery.models.sparsify import copyable, sparsify
 from tf_lottery.models.zoo import per_layer_initializer
 
 
@@ -24,9 +24,10 @@ class KerasModelFn:
     here: the search freezes batch norm's γ/β unless it is asked to train them.
 
     Args:
-      model: a built Keras model whose output is logits (no softmax: the searches train with
-        from_logits=True), or a function of no arguments returning one (called for every
-        network a search builds).
+      model: a built Sequential or functional Keras model whose output is logits (no softmax:
+        the searches train with from_logits=True; it is copied, never changed), or a function
+        of no arguments returning one, e.g. `lambda: MyModel()` for a subclassed model (called
+        for every network a search builds; the fresh model is masked in place).
     """
 
     def __init__(self, model):
@@ -51,7 +52,16 @@ class KerasModelFn:
                               f"(a search's model_kwargs are for zoo models: build_model)")
         model = self._keras_model(tuple(input_shape))
         _check_fits(model, tuple(input_shape), int(num_classes))
-        network = sparsify(model, rule=mask_rule, score_initializer=score_initializer)
+        if isinstance(self.model, keras.Model):  # copied, never changed
+            if not copyable(model):
+                raise ConfigError(
+                    f"the subclassed model {model.name!r} ({type(model).__name__}) cannot be "
+                    f"copied, and a search builds its network more than once: pass a function "
+                    f"that builds it, e.g. model=lambda: {type(model).__name__}(...)")
+            network = sparsify(model, rule=mask_rule, score_initializer=score_initializer,
+                               in_place=False)
+        else:  # a fresh model from the function: masked in place if it cannot be copied
+            network = sparsify(model, rule=mask_rule, score_initializer=score_initializer)
         if kernel_initializer is not None:
             reinitialise_kernels(network, kernel_initializer)
         reinitialise_scores(network, score_initializer)

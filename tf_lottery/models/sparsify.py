@@ -76,6 +76,12 @@ def _check_unique(model):
                           f"give these layers unique names")
 
 
+def copyable(model):
+    """Whether `model` is a Sequential or functional model, which sparsify (and strip_pruning,
+    export) can rebuild from its config; a subclassed model cannot be copied."""
+    return isinstance(model, _GRAPH_MODELS)
+
+
 def sparsify(model, rule=None, exclude=(), score_initializer="kaiming_uniform", in_place=None):
     """`model` with its prunable layers masked (module doc), every mask at ones, so that it gives
     the original's outputs until something prunes it. Layer names are kept, so masks

@@ -21,6 +21,7 @@ from tf_lottery.data import Dataset, load_dataset
 from tf_lottery.errors import ConfigError
 from tf_lottery.experiment import Experiment
 from tf_lottery.models.keras_model import KerasModelFn, takes_shape_arguments
+from tf_lottery.models.sparsify import copyable
 from tf_lottery.models.zoo import build_model
 from tf_lottery.search.base import RoundSearch
 
@@ -127,13 +128,16 @@ def run(search, model, data, workdir, seed=0, export=True, verbose="auto", tenso
       search: a search object, e.g. IMPSearch(...), EdgePopupSearch(...),
         ContinuousSparsificationSearch(...), GradualMagnitudeSearch(...).
       model: your Keras model (functional or Sequential, ending in logits), a function of no
-        arguments returning one, a zoo name ('lenet_300_100') or a model_fn (see Experiment).
-        It is never changed: the search trains a masked copy (sparsify).
+        arguments returning one (the way to pass a subclassed model, e.g. `MyModel` or
+        `lambda: MyModel(...)`: it cannot be copied, so each network is a fresh one masked in
+        place), a zoo name ('lenet_300_100') or a model_fn (see Experiment). A model you pass
+        is never changed: the search trains a masked copy (sparsify).
       data: a Dataset (load_dataset(...) or Dataset.from_arrays(...)) or a dataset name.
       workdir: the run's directory.
       seed: seeds the initialisation the search draws (weights, scores) and the training.
       export: write workdir/ticket/saved_model (SavedModel, masks folded into the kernels)
-        and workdir/ticket/ticket.npz (the ticket file) at the end.
+        and workdir/ticket/ticket.npz (the ticket file) at the end (Sequential and functional
+        models; for a subclassed one pass False and use `.model.save_weights`).
       verbose: Keras progress output (0 silent, 1 progress bar, 2 a line per epoch, 'auto').
       tensorboard: write TensorBoard logs under workdir/tensorboard.
       strategy: a tf.distribute strategy or its name ('default', 'mirrored', ...).
@@ -156,7 +160,12 @@ def run(search, model, data, workdir, seed=0, export=True, verbose="auto", tenso
                             seed=seed, strategy=strategy, verbose=verbose,
                             tensorboard=tensorboard, dataset=data)
     description = describe_run(search, model, data, seed)  # before the search builds anything
-    experiment.validate()  # the model fits the data and the search, before anything is written
+    # the model fits the data and the search, before anything is written
+    built = experiment.validate()
+    if export and not copyable(getattr(built, "network", built)):
+        raise ConfigError("export=True writes a SavedModel of plain Keras layers, which needs a "
+                          "Sequential or functional model; for a subclassed model pass "
+                          "export=False and save the trained model with save_weights")
     lock = workdir_lib.WorkdirLock(experiment.workdir)
     lock.acquire()
     try:
