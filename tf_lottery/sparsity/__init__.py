@@ -10,7 +10,8 @@ with tfmot's names, and layer-wise sparsity distributions.
   set_update, random_sparse_mask;
 * n_m: N:M structured sparsity: n_m_mask, is_n_m_sparse, the updater NMMagnitudePruning and
   the SR-STE mask rule NMMask (Zhou et al. 2021);
-* api: prune_low_magnitude (also sparsity_m_by_n), strip_pruning, UpdatePruningStep, PruningSummaries (tfmot's calls).
+* api: prune_low_magnitude (also sparsity_m_by_n), strip_pruning, UpdatePruningStep,
+  PruningSummaries (tfmot's calls).
 """
 from tf_lottery.sparsity.api import (PruningSummaries, UpdatePruningStep, prune_low_magnitude,
                                      strip_pruning)
