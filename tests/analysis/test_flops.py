@@ -55,6 +55,9 @@ def test_masked_model_counts_only_unpruned_weights():
                                       "dense_macs": CONV + DW + FC,
                                       "macs_fraction": (CONV // 2 + DW + FC // 2)
                                       / (CONV + DW + FC)}
+    # a ticket given as masks overrides the layers' own masks
+    ticket = {**get_masks(network), "dw": np.zeros(masks["dw"].shape, np.float32)}
+    assert flops(network, ticket)["total_macs"] == CONV // 2 + FC // 2
 
 
 def test_zeros_held_by_a_plain_kernel_are_not_counted():

@@ -31,19 +31,17 @@ _TRANSPOSE = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 
 
-def _kernel_counts(layer, attribute):
+def _kernel_counts(layer, attribute, masks):
     """(non-zero entries, entries) of the effective binary-masked kernel `attribute`."""
-    if isinstance(layer, MaskedLayerMixin):
-        kernel, mask = layer.raw_kernel, layer.binary_mask()
+    masked = layer if isinstance(layer, MaskedLayerMixin) else None
+    if masked is None and isinstance(layer, MaskedWeightsHost):
+        masked = next((c for c in layer.weight_masks()
+                       if c.attribute.lstrip("_") == attribute), None)
+    if masked is not None:
+        kernel = masked.raw_kernel
+        mask = masks[masked.name] if masked.name in masks else masked.binary_mask()
     else:
-        child = None
-        if isinstance(layer, MaskedWeightsHost):
-            child = next((c for c in layer.weight_masks()
-                          if c.attribute.lstrip("_") == attribute), None)
-        if child is not None:
-            kernel, mask = child.raw_kernel, child.binary_mask()
-        else:
-            kernel, mask = getattr(layer, attribute), None
+        kernel, mask = getattr(layer, attribute), None
     values = keras.ops.convert_to_numpy(kernel)
     if mask is not None:
         values = values * keras.ops.convert_to_numpy(mask)
@@ -67,7 +65,7 @@ def _shape(layer, which):
                           f"keras.Input, not a subclassed one)") from None
 
 
-def _layer_macs(layer):
+def _layer_macs(layer, masks):
     """(kind, macs, dense_macs) or None for a layer whose MACs are not counted."""
     if isinstance(layer, _SEPARABLE):
         parts = ["depthwise_kernel", "pointwise_kernel"]
@@ -80,17 +78,19 @@ def _layer_macs(layer):
         return None
     channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
     positions = _positions(layer, _shape(layer, which), channels_first)
-    counts = [_kernel_counts(layer, part) for part in parts]
+    counts = [_kernel_counts(layer, part, masks) for part in parts]
     return (plain_class(layer).__name__, positions * sum(nonzero for nonzero, _ in counts),
             positions * sum(size for _, size in counts))
 
 
-def flops(model):
+def flops(model, masks=None):
     """Multiply-adds (MACs) of the unpruned kernel weights for one example, per layer and in
     total (see the module docstring for what is counted).
 
     Args:
       model: a built Sequential or functional Keras model, masked or not, or a SparseModel.
+      masks: {masked layer name: 0/1 mask} to count instead of the layers' binary masks (a
+        search's ticket); layers it does not name use their own.
     Returns:
       {'layers': {layer name: {'type', 'macs', 'dense_macs', 'density'}}, 'total_macs',
       'dense_total_macs', 'density' (total_macs / dense_total_macs; 1.0 for no counted
@@ -99,14 +99,14 @@ def flops(model):
     """
     from tf_lottery.export.plain import network_of
 
-    network = network_of(model)
+    network, masks = network_of(model), dict(masks or {})
     if not isinstance(network, keras.Model):
         raise ConfigError(f"flops needs a Keras model, got {type(model).__name__}")
     layers, skipped = {}, []
     for layer in network._flatten_layers(include_self=False, recursive=True):
         if isinstance(layer, (keras.Model, WeightMask)):
             continue  # nested models (their layers come next) and hosts' WeightMask children
-        counted = _layer_macs(layer)
+        counted = _layer_macs(layer, masks)
         if counted is None:
             if layer.weights and not isinstance(layer, keras.layers.BatchNormalization):
                 skipped.append(layer.name)
@@ -120,11 +120,11 @@ def flops(model):
             "density": total / dense_total if dense_total else 1.0, "skipped": skipped}
 
 
-def flops_metrics(model):
-    """{'macs', 'dense_macs', 'macs_fraction'} of `flops(model)` for a round's metrics, or {}
-    when the model's shapes are not available (a subclassed model)."""
+def flops_metrics(model, masks=None):
+    """{'macs', 'dense_macs', 'macs_fraction'} of `flops(model, masks)` for a round's metrics,
+    or {} when the model's shapes are not available (a subclassed model)."""
     try:
-        counted = flops(model)
+        counted = flops(model, masks)
     except ConfigError:
         return {}
     return {"macs": counted["total_macs"], "dense_macs": counted["dense_total_macs"],
