@@ -6,7 +6,7 @@ which in Keras's (..., in, out) layout is the input dimension: a Dense kernel (i
 into groups of M consecutive rows within each column; a Conv1D/2D/3D kernel (..., in, out) into
 groups of M consecutive input channels at each spatial tap and output channel (NVIDIA ASP's and
 tfmot's layout, which group along the input channels of the (out, kh, kw, in) TFLite layout;
-jaxpruner's NMSparsity groups along the last axis of the tensor it is handed). For a
+jaxpruner's NByM takes an `axis`, default -1, and rejects a length M does not divide). For a
 Conv*Transpose kernel (..., out, in) pass axis=-1.
 
 Remainder rule: when M does not divide the length L of `axis`, the last group of each line
