@@ -125,7 +125,7 @@ def test_binary_ticket_accuracy_has_its_own_column(tmp_path):
     # continuous sparsification: test_accuracy is the soft mask's, ticket_test_accuracy b(s)'s
     rounds.write_json(str(tmp_path / "cs" / "round_00" / rounds.METRICS_FILE), {
         "algorithm": "continuous_sparsification", "remaining_fraction": 0.5,
-        "test_accuracy": 0.75, "ticket_test_accuracy": 0.125, "retrained_test_accuracy": 0.5,
+        "macs_fraction": 0.25, "test_accuracy": 0.75, "ticket_test_accuracy": 0.125, "retrained_test_accuracy": 0.5,
         "search_epochs": 1})
     write_report([str(tmp_path / "cs")], str(tmp_path / "out"))
     report = (tmp_path / "out" / REPORT_FILE).read_text()
@@ -136,3 +136,4 @@ def test_binary_ticket_accuracy_has_its_own_column(tmp_path):
     assert dict(zip(columns, row))["test accuracy"] == "75.00%"
     assert dict(zip(columns, row))["binary ticket accuracy"] == "12.50%"
     assert dict(zip(columns, row))["retrained accuracy"] == "50.00%"
+    assert dict(zip(columns, row))["MACs"] == "25.00%"  # macs_fraction of the round

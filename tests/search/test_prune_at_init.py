@@ -83,6 +83,9 @@ def test_trains_the_stored_mask_and_records_criterion_and_density(tmp_path):
     assert all(np.array_equal(trained[n], stored[n]) for n in stored)
     assert metrics["criterion"] == "snip" and metrics["algorithm"] == "prune_at_init"
     assert metrics["remaining_weights"] == 2 * 784 + 160
+    # an MLP applies each kernel entry once: its MACs are the ticket's remaining weights
+    assert metrics["macs"] == metrics["remaining_weights"]
+    assert metrics["dense_macs"] == metrics["total_weights"]
     assert metrics["density"] == pytest.approx((2 * 784 + 160) / (FC1 + OUTPUT))
     assert metrics["target_density"] == pytest.approx(0.1)
     assert metrics["num_batches"] == 1

@@ -1,6 +1,6 @@
 """Measurements of models and rounds: sparsity, angular distance, linear mode connectivity, dying
-ratio, Hessian top eigenvalue, activation sparsity, gradient flow, and callbacks running them
-during training."""
+ratio, Hessian top eigenvalue, activation sparsity, gradient flow, multiply-adds of the unpruned
+weights (flops), and callbacks running them during training."""
 from tf_lottery.analysis._common import kernel_arrays, weight_parameters
 from tf_lottery.analysis.activations import (activation_sparsity, activation_zero_counts, is_relu,
                                              overall_activation_sparsity, zero_fraction,
@@ -15,6 +15,7 @@ from tf_lottery.analysis.connectivity import (classification_eval_fn, error_barr
                                               reset_batchnorm_statistics)
 from tf_lottery.analysis.dying import (DyingRatioTracker, DyingStats, dying_ratio, dying_stats,
                                        model_dying_stats, reset_ever_selected)
+from tf_lottery.analysis.flops import flops, flops_metrics
 from tf_lottery.analysis.gradient_flow import gradient_flow, masked_gradients
 from tf_lottery.analysis.hessian import (HessianEigenpair, hessian_top_eigenpair,
                                          hessian_top_eigenvalue, hessian_vector_product)
@@ -32,6 +33,7 @@ __all__ = [
     "reset_batchnorm_statistics",
     "DyingRatioTracker", "DyingStats", "dying_ratio", "dying_stats", "model_dying_stats",
     "reset_ever_selected",
+    "flops", "flops_metrics",
     "gradient_flow", "masked_gradients",
     "HessianEigenpair", "hessian_top_eigenpair", "hessian_top_eigenvalue",
     "hessian_vector_product",

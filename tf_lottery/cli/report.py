@@ -5,7 +5,8 @@
 Writes into --out: report.md (one table row per round of every run, what each workdir lacks,
 the figures; where a search's network is not its ticket, as continuous sparsification's soft
 mask, "test accuracy" is the network's and "binary ticket accuracy" the ticket's with the same
-weights, what the exported model scores) and PNGs: accuracy.png (test accuracy vs remaining weights, one line per run, with
+weights, what the exported model scores; "MACs" is the ticket's multiply-adds as a fraction of
+the dense model's, analysis.flops) and PNGs: accuracy.png (test accuracy vs remaining weights, one line per run, with
 controls and retrained tickets), similarity_<run>.png (angular distances between rounds and the
 initialisation, Maene Fig. 4, beside the overlap of their masks), lmc.png (interpolation curves
 and error barriers), dying_ratio.png, activation_sparsity_<run>.png, analysis_<run>.png (what
@@ -46,9 +47,10 @@ def _percent(fraction):
 def _row(label, r):
     if not r.complete:
         problem = r.problem.replace("|", "\\|")
-        return f"| {label} | {r.name} | — | — | — | — | — | — | — | — | — | {problem} |"
+        return f"| {label} | {r.name} | — | — | — | — | — | — | — | — | — | — | {problem} |"
     lmc, lmc_rounds = r.get("lmc") or {}, r.get("lmc_rounds") or {}
     return (f"| {label} | {r.name} | {_percent(r.get('remaining_fraction'))} "
+            f"| {_percent(r.get('macs_fraction'))} "
             f"| {_percent(r.get('test_accuracy'))} "
             f"| {_percent(r.get('ticket_test_accuracy'))} "
             f"| {_percent(r.get('control_test_accuracy'))} "
@@ -148,10 +150,10 @@ def write_report(workdir_paths, out):
         lines.append(f"- **{label}**: `{workdir.path}` — {len(workdir.complete_rounds)}"
                      f"{planned} rounds complete ({state})")
     lines += ["", "## Rounds", "",
-              "| run | round | remaining | test accuracy | binary ticket accuracy "
+              "| run | round | remaining | MACs | test accuracy | binary ticket accuracy "
               "| control accuracy | retrained accuracy | dying ratio | LMC error barrier "
               "| barrier from previous round | search epochs | status |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, workdir in runs:
         lines += [_row(label, r) for r in workdir.rounds]
     lines += ["", "## What the workdirs lack", ""]

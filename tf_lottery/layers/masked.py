@@ -9,7 +9,9 @@ A *masked layer* (an instance of `MaskedLayerMixin`) masks one weight, its kerne
 `layer.kernel` is the *effective* kernel θ ⊙ rule.mask(...) used by the forward pass, so
 gradients reach the raw weights (`layer.raw_kernel`) only through the mask: a pruned weight gets
 a gradient of exactly zero and its effective value stays exactly zero whatever the optimizer
-does to the raw value (momentum, weight decay). Masks are named by `layer.name`.
+does to the raw value (momentum, weight decay). A rule with an `apply_mask(layer, kernel, mask)`
+method computes the product itself, with its own gradient (sparsity.NMMask's straight-through
+SR-STE passes gradients to the weights its N:M mask prunes). Masks are named by `layer.name`.
 
 Three kinds of layers carry masks:
 
@@ -155,7 +157,9 @@ class MaskedLayerMixin:
         mask = self.effective_mask(self._mask_training)
         if self._forward_mask.recording:
             self._forward_mask.set(self._mask_training, mask)
-        effective = kernel * tf.cast(mask, kernel.dtype)
+        apply_mask = getattr(self.mask_rule, "apply_mask", None)  # a rule's own gradient
+        effective = (kernel * tf.cast(mask, kernel.dtype) if apply_mask is None
+                     else apply_mask(self, kernel, mask))
         probe = getattr(self, "_dense_gradient_probe", None)
         if probe is not None:  # a zero tensor whose gradient is ∂L/∂(θ ⊙ m) (sparsity.engine)
             effective = effective + tf.cast(probe, effective.dtype)

@@ -19,6 +19,7 @@ import time
 
 from tf_lottery import masks as masks_lib
 from tf_lottery.analysis.callbacks import epoch_records
+from tf_lottery.analysis.flops import flops_metrics
 from tf_lottery.search import rounds
 from tf_lottery.training.fitting import fit_round
 from tf_lottery.training.optimizers import last_applied_learning_rate
@@ -148,6 +149,7 @@ class RoundSearch:
             "sparsity": 1 - remaining / total if total else 0.0,
             "remaining_weights": remaining, "total_weights": total,
             "layer_densities": masks_lib.layer_densities(ticket),
+            **flops_metrics(model.network, ticket),  # macs, dense_macs, macs_fraction
             "epochs": epochs, "steps": epochs * dataset.steps_per_epoch, "history": history,
         }
 

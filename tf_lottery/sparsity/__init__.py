@@ -8,7 +8,10 @@ with tfmot's names, and layer-wise sparsity distributions.
 * dst: dynamic sparse training: StaticSparse, SparseEvolutionaryTraining (SET, Mocanu et al.
   2018), RigL (Evci et al. 2020), and their mask rules as pure functions rigl_update,
   set_update, random_sparse_mask;
-* api: prune_low_magnitude, strip_pruning, UpdatePruningStep, PruningSummaries (tfmot's calls).
+* n_m: N:M structured sparsity: n_m_mask, is_n_m_sparse, the updater NMMagnitudePruning and
+  the SR-STE mask rule NMMask (Zhou et al. 2021);
+* api: prune_low_magnitude (also sparsity_m_by_n), strip_pruning, UpdatePruningStep,
+  PruningSummaries (tfmot's calls).
 """
 from tf_lottery.sparsity.api import (PruningSummaries, UpdatePruningStep, prune_low_magnitude,
                                      strip_pruning)
@@ -19,6 +22,7 @@ from tf_lottery.sparsity.dst import (RigL, SparseEvolutionaryTraining, StaticSpa
 from tf_lottery.sparsity.engine import MaskUpdater
 from tf_lottery.sparsity.gmp import GradualMagnitudePruning
 from tf_lottery.sparsity.magnitude import global_magnitude_masks, keep_count, magnitude_mask
+from tf_lottery.sparsity.n_m import NMMagnitudePruning, NMMask, is_n_m_sparse, n_m_mask
 from tf_lottery.sparsity.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 
 __all__ = ["PruningSummaries", "UpdatePruningStep", "prune_low_magnitude", "strip_pruning",
@@ -26,4 +30,4 @@ __all__ = ["PruningSummaries", "UpdatePruningStep", "prune_low_magnitude", "stri
            "GradualMagnitudePruning", "global_magnitude_masks", "keep_count", "magnitude_mask",
            "ConstantSparsity", "PolynomialDecay", "PruningSchedule", "RigL",
            "SparseEvolutionaryTraining", "StaticSparse", "random_sparse_mask", "rigl_update",
-           "set_update"]
+           "set_update", "NMMagnitudePruning", "NMMask", "is_n_m_sparse", "n_m_mask"]

@@ -13,6 +13,7 @@ wrapper layers); masks change inside the compiled training step at `optimizer.it
 (tfmot's `pruning_step`), so no callback is needed; ties at the threshold keep the earlier
 weight (see `magnitude`).
 """
+import numbers
 import os
 
 import keras
@@ -25,12 +26,13 @@ from tf_lottery.layers.mask_rules import FixedMask
 from tf_lottery.layers.masked import masked_layers
 from tf_lottery.models.sparsify import sparsify
 from tf_lottery.sparsity.gmp import GradualMagnitudePruning
+from tf_lottery.sparsity.n_m import NMMagnitudePruning
 from tf_lottery.sparsity.schedules import ConstantSparsity
 from tf_lottery.training.sparse_model import SparseModel
 
 
 def prune_low_magnitude(model, pruning_schedule=None, distribution="uniform", exclude=(),
-                        block_size=(1, 1), block_pooling_type="AVG"):
+                        block_size=(1, 1), block_pooling_type="AVG", sparsity_m_by_n=None):
     """A model that prunes itself by magnitude while it trains with plain `fit`
     (tfmot.sparsity.keras.prune_low_magnitude; gradual pruning, Zhu & Gupta 2017).
 
@@ -45,19 +47,44 @@ def prune_low_magnitude(model, pruning_schedule=None, distribution="uniform", ex
       exclude: names of layers to leave dense.
       block_size, block_pooling_type: prune (height, width) blocks of 2-D kernels scored by the
         'AVG' or 'MAX' of |w| (tfmot's block sparsity).
+      sparsity_m_by_n: tfmot's (zeros, size): e.g. (2, 4) leaves at most 4 - 2 = 2 non-zeros
+        in every 4 consecutive weights along each kernel's input dimension (N:M sparsity with
+        N = size - zeros, M = size; see `n_m`). As in tfmot the masks are set once, at step 1,
+        and `pruning_schedule` is then not used; needs distribution 'uniform' and no blocks.
     Returns:
       a SparseModel; `model.network` is the masked copy and `model.mask_updaters[0]` the
-      GradualMagnitudePruning updater.
+      GradualMagnitudePruning updater (NMMagnitudePruning with sparsity_m_by_n).
     """
-    schedule = ConstantSparsity(0.5, begin_step=0) if pruning_schedule is None \
-        else pruning_schedule
-    updater = GradualMagnitudePruning(schedule, distribution=distribution, exclude=exclude,
-                                      block_size=block_size,
-                                      block_pooling_type=block_pooling_type)
+    if sparsity_m_by_n is not None:
+        updater = _m_by_n_updater(sparsity_m_by_n, distribution, exclude, block_size)
+    else:
+        schedule = ConstantSparsity(0.5, begin_step=0) if pruning_schedule is None \
+            else pruning_schedule
+        updater = GradualMagnitudePruning(schedule, distribution=distribution, exclude=exclude,
+                                          block_size=block_size,
+                                          block_pooling_type=block_pooling_type)
     network = sparsify(model, rule=FixedMask(), exclude=exclude)
     pruned = SparseModel(network, name=f"pruned_{model.name}")
     pruned.add_mask_updater(updater)
     return pruned
+
+
+def _m_by_n_updater(sparsity_m_by_n, distribution, exclude, block_size):
+    """NMMagnitudePruning for tfmot's sparsity_m_by_n = (zeros, size), pruning at step 1."""
+    try:
+        zeros, size = sparsity_m_by_n
+        ok = all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                 for v in (zeros, size)) and 0 <= zeros < size
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"sparsity_m_by_n must be (zeros, size), integers with "
+                          f"0 <= zeros < size (tfmot's m zeros out of n), "
+                          f"got {sparsity_m_by_n!r}")
+    if distribution != "uniform" or tuple(block_size) != (1, 1):
+        raise ConfigError("sparsity_m_by_n takes neither a distribution other than "
+                          "'uniform' nor a block_size")
+    return NMMagnitudePruning(int(size) - int(zeros), int(size), begin_step=1, exclude=exclude)
 
 
 def strip_pruning(model):
