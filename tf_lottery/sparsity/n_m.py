@@ -22,8 +22,8 @@ it: pure, static-shaped graph code without a sort (M² comparisons per group; M 
 * is_n_m_sparse(kernel, n, m): the checker;
 * NMMagnitudePruning: the engine's updater (one-shot at `begin_step`, tfmot's sparsity_m_by_n);
 * NMMask: a mask rule recomputing the mask of the raw kernel at every forward pass, trained by
-  STE or SR-STE (Zhou et al. 2021). Loading a .keras file holding it needs
-  `import tf_lottery.sparsity` first (that registers the rule).
+  STE or SR-STE (Zhou et al. 2021); `import tf_lottery` registers it for loading .keras
+  files.
 """
 import numbers
 
