@@ -16,6 +16,10 @@ counted, the convention of the CS vs IMP benchmark, so the CS rows of docs/RESUL
   rewinding to w_0; for each target, the last round not yet at the target is pruned further by
   global magnitude to exactly the target (IMP with a smaller last step), and that ticket is
   retrained. Its search cost is reported apart;
+* cs: continuous sparsification (Savarese et al. 2020) at its own sparsity, which λ sets, not a
+  target: one search round of `--imp_round_epochs` epochs per λ in `--cs_l1_penalties`
+  (s_0 = 0, β 1 → 100, the CS vs IMP benchmark's settings), its ticket b(s) = 1[s > 0]
+  retrained from w_0 for the same epochs as every other network;
 * static_erk / static_uniform / set / rigl (when tf_lottery.search.dynamic_sparse exists):
   sparse from the first step at the target, ERK or uniform layer densities, ΔT = 100 steps,
   ζ = 0.3 cosine-decayed, no updates after 75% of training (the RigL paper's settings).
@@ -49,6 +53,7 @@ from tf_lottery.layers.mask_rules import FixedMask  # noqa: E402
 from tf_lottery.masks import get_masks  # noqa: E402
 from tf_lottery.models import build_model  # noqa: E402
 from tf_lottery.search import rounds  # noqa: E402
+from tf_lottery.search.continuous_sparsification import ContinuousSparsificationSearch  # noqa: E402,E501
 from tf_lottery.search.gmp import GradualMagnitudeSearch  # noqa: E402
 from tf_lottery.search.imp import IMPSearch  # noqa: E402
 from tf_lottery.search.ticket_evaluation import retrain_ticket  # noqa: E402
@@ -58,7 +63,7 @@ from tf_lottery.training.recipe import TrainingRecipe  # noqa: E402
 MODEL = "lenet_300_100"
 EXCLUDE = ("output",)
 DST_METHODS = ("static_erk", "static_uniform", "set", "rigl")
-METHODS = ("dense", "gmp", "imp") + DST_METHODS
+METHODS = ("dense", "gmp", "imp", "cs") + DST_METHODS
 
 
 def make_recipe(args, epochs):
@@ -142,12 +147,30 @@ def imp(args, root, dataset, seed, targets, cache):
     return rows
 
 
+def cs(args, workdir, dataset, seed, l1_penalty):
+    """One CS search round at `l1_penalty`; its ticket retrained from w_0 (module doc)."""
+    search = ContinuousSparsificationSearch(
+        num_rounds=1, recipe=make_recipe(args, args.imp_round_epochs), l1_penalty=l1_penalty,
+        initial_score=0.0, rewind_to="init", exclude=EXCLUDE, evaluate_tickets=False)
+    experiment, results = run_search(workdir, search, dataset, seed)
+    masks = rounds.load_round_masks(experiment.workdir, 0)
+    metrics = retrain_ticket(experiment, masks, init_rewind_point(experiment),
+                             os.path.join(workdir, "bench_retrain"),
+                             make_recipe(args, args.epochs))
+    return {"accuracy": metrics["retrained_test_accuracy"], "sparsity": results[-1]["sparsity"]}
+
+
 def table(results, methods, targets, notes):
     lines = ["| method | sparsity | seeds | sparsity reached | test accuracy |",
              "|---|---|---|---|---|"]
     for method in methods:
-        for target in ([0.0] if method == "dense" else targets):
+        for target in ([0.0] if method == "dense" or method.startswith("cs") else targets):
             found = results.get((method, target), [])
+            if method.startswith("cs"):  # no target: λ sets the sparsity
+                lines.append(f"| {method} | – | {len(found)} | "
+                             f"{mean_std([r['sparsity'] for r in found], '.4f')} | "
+                             f"{mean_std([r['accuracy'] for r in found], '.4f')} |")
+                continue
             lines.append(f"| {method} | {target:.0%} | {len(found)} | "
                          f"{mean_std([r['sparsity'] for r in found], '.4f')} | "
                          f"{mean_std([r['accuracy'] for r in found], '.4f')} |")
@@ -163,6 +186,8 @@ def parse_args(argv=None):
     parser.add_argument("--imp_round_epochs", type=int, default=None,
                         help="epochs of each IMP search round (default 3)")
     parser.add_argument("--learning_rate", type=float, default=1e-3)
+    parser.add_argument("--cs_l1_penalties", type=float, nargs="+", default=[1e-6, 3e-6, 1e-5],
+                        help="one CS row per λ")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=None,
                         help="default: all (the DST ones when the module exists)")
@@ -195,6 +220,15 @@ def main(argv=None):
         dataset = load_dataset("fashion_mnist", source="local", batch_size=args.batch_size,
                                seed=seed, **size)
         for method in args.methods:
+            if method == "cs":
+                for l1_penalty in args.cs_l1_penalties:
+                    label = f"cs λ={l1_penalty:g}"
+                    row = cs(args, os.path.join(root, f"cs_{l1_penalty:g}_seed{seed}"), dataset,
+                             seed, l1_penalty)
+                    results.setdefault((label, 0.0), []).append(row)
+                    print(f"seed {seed} {label}: sparsity {row['sparsity']:.4f}, test accuracy "
+                          f"{row['accuracy']:.4f}", flush=True)
+                continue
             for target in ([0.0] if method == "dense" else args.sparsities):
                 began = time.time()
                 workdir = os.path.join(root, f"{method}_{target:g}_seed{seed}")
@@ -221,10 +255,15 @@ def main(argv=None):
              f"imp: ticket retrained {args.epochs} epochs from w_0; search rounds of "
              f"{args.imp_round_epochs} epoch(s) pruning 20% (global), the last pruned to the exact "
              f"target; search epochs before retraining: {sorted(set(search_epochs))}",
+             f"cs: one {args.imp_round_epochs}-epoch search round per λ, s_0 = 0, β 1 → 100, "
+             f"ticket b(s) = 1[s > 0] retrained {args.epochs} epochs from w_0",
              "static/set/rigl: ΔT = 100 steps, ζ = 0.3 cosine, updates until 75% of training",
              f"{args.seeds} seed(s), {time.time() - start:.0f} s in all; runs in {root}"]
     print()
-    print(table(results, args.methods, args.sparsities, notes))
+    rows = [m for m in args.methods if m != "cs"]
+    if "cs" in args.methods:
+        rows += [f"cs λ={l1_penalty:g}" for l1_penalty in args.cs_l1_penalties]
+    print(table(results, rows, args.sparsities, notes))
     if not args.workdir:
         shutil.rmtree(root, ignore_errors=True)
     return 0
