@@ -69,7 +69,11 @@ CASES = [
                  id="synflow"),
     pytest.param("random_mask.gin", LENET, {"PruneAtInitSearch.criterion": "random"},
                  id="random_mask"),
-    *[pytest.param(name, EP_TINY, {"EdgePopupSearch.variant": variant}, marks=needs_fashion_mnist,
+    # the tiny run of each variant's file is slow-marked (test_edge_popup trains every variant;
+    # test_gin_file_sets_what_it_promises checks every file's values in the fast suite)
+    *[pytest.param(name, EP_TINY, {"EdgePopupSearch.variant": variant},
+                   marks=[needs_fashion_mnist] + ([] if name in ("ep.gin", "hard_iep.gin")
+                                                  else [pytest.mark.slow]),
                    id=name[:-4])
       for name, variant in [("ep.gin", "ep"), ("hard_iep.gin", "hard_lr"),
                             ("hard_iep_ft.gin", "hard_ft"), ("hard_iep_srw.gin", "hard_srw"),
@@ -137,6 +141,14 @@ def test_every_gin_file_of_these_searches_has_a_case():
         if search in SEARCHES and os.path.basename(path) not in covered:
             missing.append(os.path.basename(path))
     assert missing == []
+
+
+@pytest.mark.parametrize("gin_file, promised", [
+    pytest.param(case.values[0], case.values[2], id=case.id) for case in CASES])
+def test_gin_file_sets_what_it_promises(gin_file, promised):
+    parse_config([os.path.join(CONFIG_DIR, gin_file)])
+    for binding, value in promised.items():
+        assert gin.query_parameter(binding) == value, binding
 
 
 @pytest.mark.parametrize("gin_file, bindings, promised", CASES)
