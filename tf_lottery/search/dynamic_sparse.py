@@ -16,8 +16,8 @@ from tf_lottery.errors import ConfigError, check_fraction
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.fixed_mask import build_fixed_mask_model, layer_masks
 from tf_lottery.search.rewind import rewind_steps
-from tf_lottery.sparsity.dst import (DECAYS, RigL, SparseEvolutionaryTraining, StaticSparse,
-                                     check_interval)
+from tf_lottery.sparsity.dst import (RigL, SparseEvolutionaryTraining, StaticSparse,
+                                     check_decay, check_interval)
 from tf_lottery.sparsity.distributions import check_distribution
 
 DEFAULT_END = 0.75  # T_end as a fraction of training
@@ -92,10 +92,7 @@ class DynamicSparseSearch(RoundSearch):
         self.distribution = check_distribution(distribution)
         self.update_interval = check_interval("update_interval", update_interval)
         self.drop_fraction = check_fraction("drop_fraction", drop_fraction, allow_one=True)
-        if drop_fraction_decay not in DECAYS:
-            raise ConfigError(f"drop_fraction_decay must be one of {DECAYS}, "
-                              f"got {drop_fraction_decay!r}")
-        self.drop_fraction_decay = drop_fraction_decay
+        self.drop_fraction_decay = check_decay(drop_fraction_decay)
         self.end_updates = DEFAULT_END if end_updates is None else end_updates
         end_of_updates(self.end_updates, 10**9, 1)  # the form now; the range once training is known
         self.regrow_dropped = bool(regrow_dropped)

@@ -42,6 +42,13 @@ def check_interval(name, value):
     return int(value)
 
 
+def check_decay(value):
+    """A drop-fraction decay in DECAYS; ConfigError naming `drop_fraction_decay` otherwise."""
+    if value not in DECAYS:
+        raise ConfigError(f"drop_fraction_decay must be one of {DECAYS}, got {value!r}")
+    return value
+
+
 def _drop_count(n_active, n_candidates, drop_fraction):
     """min(⌊ζ·n_active⌋, n_candidates) as int32 (ζ·n rounded to 6 decimals first)."""
     product = tf.cast(n_active, tf.float64) * tf.cast(drop_fraction, tf.float64)
@@ -265,10 +272,7 @@ class SparseEvolutionaryTraining(StaticSparse):
         self.update_interval = check_interval("update_interval", update_interval)
         self.end_step = check_interval("end_step", end_step)
         self.drop_fraction = check_fraction("drop_fraction", drop_fraction, allow_one=True)
-        if drop_fraction_decay not in DECAYS:
-            raise ConfigError(f"drop_fraction_decay must be one of {DECAYS}, "
-                              f"got {drop_fraction_decay!r}")
-        self.drop_fraction_decay = drop_fraction_decay
+        self.drop_fraction_decay = check_decay(drop_fraction_decay)
         self.regrow_dropped = bool(regrow_dropped)
 
     def is_update_step(self, step):
