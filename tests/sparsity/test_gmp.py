@@ -299,3 +299,13 @@ def test_updater_gets_the_dense_kernel_gradient_at_its_update_steps_only():
     seen = probe.seen.numpy()
     assert np.all(seen[mask == 0] != 0)  # dense: also where the mask is 0
     np.testing.assert_allclose(seen, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_an_updater_exclude_takes_patterns_as_masks_excluded_names_does():
+    from tf_lottery.models import sparsify
+
+    network = sparsify(_base(conv=True))
+    updater = GradualMagnitudePruning(ConstantSparsity(0.5, begin_step=0),
+                                      exclude=["f*", "*_shortcut"])  # one match, one none
+    SparseModel(network).add_mask_updater(updater)
+    assert [layer.name for layer in updater.layers] == ["conv", "out"]
