@@ -108,6 +108,11 @@ CASES = [
         "GradualMagnitudeSearch.final_sparsity": 0.9, "GradualMagnitudeSearch.end_step": 1000,
         "GradualMagnitudeSearch.distribution": "erk"}, marks=needs_fashion_mnist,
         id="gmp_fashion_mnist"),
+    pytest.param("network_slimming_fashion_mnist.gin", [], {
+        "IMPSearch.structure": "channels", "IMPSearch.channel_criterion": "bn_gamma",
+        "IMPSearch.slimming_strength": 1e-4, "IMPSearch.scope": "global",
+        "IMPSearch.rewind_to": "lr", "build_model.batch_norm": True},
+        marks=needs_fashion_mnist, id="network_slimming_fashion_mnist"),
     pytest.param("gmp_resnet20_cifar10.gin", GMP_TINY + LENET, {
         "build_model.name": "resnet20", "GradualMagnitudeSearch.begin_step": 6800,
         "GradualMagnitudeSearch.end_step": 25500, "GradualMagnitudeSearch.frequency": 340,

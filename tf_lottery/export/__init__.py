@@ -1,9 +1,11 @@
-"""Ship tickets: a SavedModel (and .keras / TFLite) of the plain network, and the ticket file."""
+"""Ship tickets: a SavedModel (and .keras / TFLite) of the plain network, the ticket file, and
+`thin` (channel-pruned layers physically smaller)."""
 import os
 
 from tf_lottery import workdir as workdir_lib
 from tf_lottery.export.plain import network_of, to_plain_model
 from tf_lottery.export.saved_model import export_keras, export_saved_model, export_tflite
+from tf_lottery.export.thin import thin
 from tf_lottery.export.ticket_file import (load_ticket, read_ticket_header, read_ticket_masks,
                                            save_ticket)
 
@@ -31,4 +33,4 @@ def export_ticket(model, directory, metadata=None, strong=False, seed=None, weig
 
 __all__ = ["export_keras", "export_saved_model", "export_ticket", "export_tflite",
            "load_ticket", "network_of", "read_ticket_header", "read_ticket_masks",
-           "save_ticket", "to_plain_model", "SAVED_MODEL_DIR", "TICKET_FILE"]
+           "save_ticket", "thin", "to_plain_model", "SAVED_MODEL_DIR", "TICKET_FILE"]

@@ -20,6 +20,15 @@ from disk on a rerun) and
     'lr'            θ_T of round r-1 (Renda et al. 2020)     the full schedule, restarted
     'finetune'      θ_T of round r-1                         a constant rate: round r-1's last
 
+`structure='channels'` prunes whole channels instead of weights (sparsity.channels): step 1
+removes `prune_fraction` of the remaining channels of each channel group (scope='layerwise') or
+of all groups ranked together ('global') by `channel_criterion` ('l1', 'l2' filter norms or
+'bn_gamma'), with the input rows of the layers that read them, so that `export.thin` cuts
+them out; `slimming_strength` λ > 0 adds Network Slimming's λΣ|γ| to every round's loss
+(Liu et al. 2017, Eq. 1). Network Slimming (Sec. 4.2: prune, then fine-tune with the
+training's own settings) is structure='channels', channel_criterion='bn_gamma', scope='global',
+rewind_to='lr' (gin_configs/network_slimming_fashion_mnist.gin).
+
 The ticket of round r is m_r (the mask round r trained with) with those starting weights; each
 round's metrics.json records its test accuracy against its remaining fraction.
 
@@ -66,6 +75,9 @@ from tf_lottery.pruning.random import random_masks_like
 from tf_lottery.pruning.selection import SCOPES, prune_count
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
+from tf_lottery.sparsity.channels import (SlimmingPenalty, channel_fraction,
+                                          check_channel_pruning, check_criterion,
+                                          prune_channels)
 from tf_lottery.search.fixed_mask import (build_fixed_mask_model, build_network,
                                           layer_masks)
 from tf_lottery.training.fitting import fit_round
@@ -74,6 +86,8 @@ from tf_lottery.training.repulsion import REPULSION, RepulsionLoss
 REWIND_MODES = ("init", "lr", "finetune")
 CONTROLS = ("reinit", "random_prune")
 CONNECTIVITY = ("copies", "rounds")
+STRUCTURES = ("weights", "channels")
+SLIMMING = "slimming_penalty"
 _TIME = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ep|it)\s*$")
 _CONTROL_SEED_STRIDE = 7919  # control seed of round r: experiment seed + stride·r
 _COPY_DATA_SEED_OFFSET = 104729  # the LMC copy's data seed: the dataset's seed + offset
@@ -182,6 +196,11 @@ class IMPSearch(RoundSearch):
       exclude: masked layers never pruned, by name or pattern (masks.excluded_names; they stay
         dense and are not counted).
       model_kwargs: extra keyword arguments for the experiment's model_fn.
+      structure: 'weights' (unstructured) or 'channels' (whole channels; prune_fraction is then
+        the fraction of the remaining channels removed per round; give num_rounds, or
+        one_shot=True with target_sparsity as the fraction of channels removed).
+      channel_criterion: for structure='channels': 'l1', 'l2' or 'bn_gamma'.
+      slimming_strength: λ of Network Slimming's λΣ|γ| in every round (structure='channels').
     """
 
     algorithm = "imp"
@@ -190,7 +209,27 @@ class IMPSearch(RoundSearch):
                  scope="global", layer_prune_fractions=None, one_shot=False, rewind_to="init",
                  evaluate_controls=False, control="reinit", repulsion_strength=0.0,
                  linear_connectivity=(), connectivity_points=20, connectivity_bn_batches=10,
-                 recipe=None, weight_init="kaiming_normal", exclude=(), model_kwargs=None):
+                 recipe=None, weight_init="kaiming_normal", exclude=(), model_kwargs=None,
+                 structure="weights", channel_criterion="l1", slimming_strength=0.0):
+        if structure not in STRUCTURES:
+            raise ConfigError(f"IMPSearch.structure must be one of {STRUCTURES}, "
+                              f"got {structure!r}")
+        check_criterion(channel_criterion)
+        if structure == "weights" and (channel_criterion != "l1" or slimming_strength):
+            raise ConfigError("IMPSearch.channel_criterion and slimming_strength need "
+                              "structure='channels'")
+        if structure == "channels":
+            if layer_prune_fractions is not None:
+                raise ConfigError("structure='channels' removes prune_fraction of every channel "
+                                  "group; drop layer_prune_fractions")
+            if target_sparsity is not None and not one_shot:
+                raise ConfigError("structure='channels' takes num_rounds (the weight sparsity "
+                                  "of a channel count is not known in advance), or one_shot="
+                                  "True with target_sparsity as the fraction of channels")
+            if evaluate_controls and control == "random_prune":
+                raise ConfigError("the random_prune control draws unstructured masks; with "
+                                  "structure='channels' use control='reinit'")
+        slimming = SlimmingPenalty(slimming_strength, exclude)  # validates the strength
         if scope not in SCOPES:
             raise ConfigError(f"IMPSearch.scope must be one of {SCOPES}, got {scope!r}")
         if control not in CONTROLS:
@@ -253,6 +292,8 @@ class IMPSearch(RoundSearch):
         self.exclude = tuple(exclude)
         self.model_kwargs = dict(model_kwargs or {})
         self._rounds_given = num_rounds is not None
+        self.structure, self.channel_criterion = structure, channel_criterion
+        self.slimming = slimming if slimming_strength else None
 
     # -- setup -------------------------------------------------------------------------------
 
@@ -267,6 +308,10 @@ class IMPSearch(RoundSearch):
             if unknown:
                 raise ConfigError(f"IMPSearch.layer_prune_fractions names layers that are not "
                                   f"pruned: {unknown}")
+        if self.structure == "channels":
+            check_channel_pruning(model.network, self.channel_criterion, self.exclude)
+            if self.slimming is not None:
+                model.add_regularizer(SLIMMING, self.slimming)
         if not self._rounds_given:
             sizes = {layer.name: int(np.prod(layer.mask.shape)) for layer in self.layers}
             self.num_rounds = rounds_to_reach(sizes, self.target_sparsity, self.prune_fraction,
@@ -304,9 +349,13 @@ class IMPSearch(RoundSearch):
     def begin_round(self, model, index, experiment):
         network = model.network
         model.remove_regularizer(REPULSION)
-        if index > 0:
+        if index > 0 and self.structure == "channels":
+            masks = prune_channels(network, self.prune_fraction, self.channel_criterion,
+                                   self.scope, self.exclude)
+        elif index > 0:
             masks = magnitude_masks(network, self.prune_fraction or 0.0, self.scope,
                                     self.fractions or None, self.exclude)
+        if index > 0:
             self._rewind(network, experiment)
             masks_lib.set_masks(network, masks)
             if self.repulsion_strength:
@@ -366,7 +415,11 @@ class IMPSearch(RoundSearch):
                    "rewind_step": self.rewind_step, "one_shot": self.one_shot,
                    "prune_fraction": self.prune_fraction if index > 0 else None,
                    "layer_prune_fractions": self.fractions if index > 0 else None,
-                   "repulsion_strength": self.repulsion_strength}
+                   "repulsion_strength": self.repulsion_strength, "structure": self.structure}
+        if self.structure == "channels":
+            metrics.update(channel_criterion=self.channel_criterion,
+                           slimming_strength=self.slimming.strength if self.slimming else 0.0,
+                           channel_fraction=channel_fraction(model.network, self.exclude))
         regularizer = model.regularizers.get(REPULSION)
         if regularizer is not None:
             metrics["squared_cosines_to_previous"] = [

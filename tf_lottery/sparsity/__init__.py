@@ -10,11 +10,16 @@ with tfmot's names, and layer-wise sparsity distributions.
   set_update, random_sparse_mask;
 * n_m: N:M structured sparsity: n_m_mask, is_n_m_sparse, the updater NMMagnitudePruning and
   the SR-STE mask rule NMMask (Zhou et al. 2021);
+* channel_graph / channels: channel groups of a Keras graph and channel (filter) pruning:
+  prune_channels (l1, l2, bn_gamma), the updater GradualChannelPruning, SlimmingPenalty
+  (Network Slimming's λΣ|γ|); export.thin cuts the pruned channels out;
 * api: prune_low_magnitude (also sparsity_m_by_n), strip_pruning, UpdatePruningStep,
   PruningSummaries (tfmot's calls).
 """
 from tf_lottery.sparsity.api import (PruningSummaries, UpdatePruningStep, prune_low_magnitude,
                                      strip_pruning)
+from tf_lottery.sparsity.channel_graph import channel_groups
+from tf_lottery.sparsity.channels import GradualChannelPruning, SlimmingPenalty, prune_channels
 from tf_lottery.sparsity.distributions import (DISTRIBUTIONS, erdos_renyi_densities,
                                                layer_densities)
 from tf_lottery.sparsity.dst import (RigL, SparseEvolutionaryTraining, StaticSparse,
@@ -30,4 +35,5 @@ __all__ = ["PruningSummaries", "UpdatePruningStep", "prune_low_magnitude", "stri
            "GradualMagnitudePruning", "global_magnitude_masks", "keep_count", "magnitude_mask",
            "ConstantSparsity", "PolynomialDecay", "PruningSchedule", "RigL",
            "SparseEvolutionaryTraining", "StaticSparse", "random_sparse_mask", "rigl_update",
-           "set_update", "NMMagnitudePruning", "NMMask", "is_n_m_sparse", "n_m_mask"]
+           "set_update", "NMMagnitudePruning", "NMMask", "is_n_m_sparse", "n_m_mask",
+           "channel_groups", "GradualChannelPruning", "SlimmingPenalty", "prune_channels"]

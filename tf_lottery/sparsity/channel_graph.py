@@ -17,8 +17,8 @@ reads or writes them:
 
 Removing channel c is exact when every consumer's weights on c are zero: nothing downstream then
 depends on c, whatever its value (a bias, BatchNorm's β). So channel pruning masks the
-producers' filters *and* the consumers' input rows, and a group is prunable only when every
-kernel touching it is a masked layer that may be pruned, and nothing else reads it: the model's
+producers' filters *and* the consumers' input rows, and a group is prunable only when its
+producers may be pruned, every kernel reading it is masked, and nothing else reads it: the model's
 outputs, a softmax over channels, and any layer not listed above (LayerNormalization, Reshape,
 attention, a nested model, a layer called twice) make the groups they touch unprunable.
 """
@@ -254,10 +254,14 @@ def _propagate(layer, inputs, outputs):
     return [_new_layout(_last_dim(tensor), reason) for tensor in outputs]
 
 
-def _masked_or_reason(group_layers, prunable_names):
-    for layer in group_layers:
+def _check_roles(group, prunable_names):
+    """Why `group` cannot be pruned when only `prunable_names` may lose output channels."""
+    for layer, _ in group.producers:
         if layer.name not in prunable_names:
-            return f"{layer.name} is not a masked layer that may be pruned"
+            return f"{layer.name} writes these channels and is not pruned (excluded or unmasked)"
+    for layer in group.kernel_layers():
+        if not hasattr(layer, "mask"):
+            return f"{layer.name} reads these channels and has no mask"
     return ""
 
 
@@ -266,8 +270,10 @@ def channel_groups(model, prunable=None):
 
     Args:
       model: a built functional or Sequential model, masked or plain (or a SparseModel).
-      prunable: names of the layers whose kernels may be masked (e.g. a search's prunable
-        layers); a group touching a kernel outside them is not prunable. None: any layer.
+      prunable: names of the layers whose output channels may be removed (a search's prunable
+        layers); a group is then prunable only if all its producers are among them and every
+        kernel reading it is masked (an excluded layer still loses the input rows of channels
+        removed upstream). None: no such check (a plain model to thin).
     Returns: [ChannelGroup] in the order of their first producer, prunable or not.
     """
     from tf_lottery.export.plain import network_of
@@ -320,7 +326,7 @@ def channel_groups(model, prunable=None):
         if not reason and not group.consumers:
             reason = "no layer reads it"
         if not reason and prunable is not None:
-            reason = _masked_or_reason(group.kernel_layers(), set(prunable))
+            reason = _check_roles(group, set(prunable))
         group.prunable, group.reason = not reason, reason
         groups.append(group)
     return sorted(groups, key=lambda g: order[g.name])

@@ -2,8 +2,10 @@
 rows of every layer that reads them (channel_graph: residual additions, concatenations,
 depthwise layers and BatchNorm are followed), so that `export.thin` can cut them out exactly.
 
-Criteria, one score per channel c of a group (summed over the group's producers or norms, so a
-residual stream written by several convolutions is scored once):
+Criteria, one score per channel c of a group (the mean over the group's producers or norms, so
+that a residual stream written by several convolutions is scored once, on the scale of a single
+layer's channels, and global ranking does not favour such groups; torch-pruning's default
+group reduction):
 
 * 'l1': Σ|F_c|, the L1 norm of the filter (Li et al. 2017, "Pruning Filters for Efficient
   ConvNets", Sec. 3.1: s_j = Σ|K_l|);
@@ -83,14 +85,14 @@ def group_scores(group, criterion):
                               f"(γ) after the channels of {group.name}")
         for layer in norms:
             scores += tf.abs(tf.cast(layer.gamma, tf.float32))
-        return scores * tf.cast(active_channels(group), tf.float32)
+        return scores / len(norms) * tf.cast(active_channels(group), tf.float32)
     for layer, axis in group.producers:
         weights = tf.cast(_effective(layer), tf.float32)
         if criterion == "l1":
             scores += _per_channel(tf.abs(weights), axis, tf.reduce_sum)
         else:
             scores += tf.sqrt(_per_channel(tf.square(weights), axis, tf.reduce_sum))
-    return scores
+    return scores / len(group.producers)
 
 
 def _along(vector, axis, rank):
@@ -142,6 +144,27 @@ def prunable_groups(model, exclude=()):
     return prunable
 
 
+def check_channel_pruning(model, criterion, exclude=()):
+    """The groups `criterion` prunes: the prunable groups, for 'bn_gamma' those that pass
+    through a BatchNormalization with γ (the others keep all their channels, as in Network
+    Slimming); a ConfigError when there is none."""
+    check_criterion(criterion)
+    groups = prunable_groups(model, exclude)
+    if criterion == "bn_gamma":
+        groups = [g for g in groups if any(layer.scale for layer in g.norms)]
+        if not groups:
+            raise ConfigError("criterion 'bn_gamma' needs a BatchNormalization with a scale (γ) "
+                              "after the channels of a prunable group; the model has none")
+    return groups
+
+
+def channel_fraction(model, exclude=()):
+    """Kept channels / all channels of the prunable groups (1.0 dense)."""
+    groups = prunable_groups(model, exclude)
+    kept = sum(int(np.sum(active_channels(g).numpy())) for g in groups)
+    return kept / sum(g.size for g in groups)
+
+
 @gin.configurable
 def prune_channels(model, prune_fraction, criterion="l1", scope="layerwise", exclude=()):
     """IMP's pruning step on channels: remove round-half-up(p · remaining) of the remaining
@@ -153,7 +176,7 @@ def prune_channels(model, prune_fraction, criterion="l1", scope="layerwise", exc
     prune_fraction = check_fraction("prune_fraction", prune_fraction)
     check_criterion(criterion)
     check_scope(scope)
-    groups = prunable_groups(model, exclude)
+    groups = check_channel_pruning(model, criterion, exclude)
     scores = {g.name: group_scores(g, criterion).numpy() for g in groups}
     active = {g.name: active_channels(g).numpy().astype(np.float32) for g in groups}
     if scope == "layerwise":
@@ -198,10 +221,7 @@ class GradualChannelPruning(MaskUpdater):
 
     def build(self, model):
         super().build(model)
-        self.groups = prunable_groups(model, self.exclude)
-        if self.criterion == "bn_gamma":
-            for group in self.groups:
-                group_scores(group, self.criterion)  # a group without γ: ConfigError now
+        self.groups = check_channel_pruning(model, self.criterion, self.exclude)
 
     def is_update_step(self, step):
         return self.schedule.should_prune(step)
@@ -253,4 +273,5 @@ class SlimmingPenalty:
 
 
 __all__ = ["CRITERIA", "SCOPES", "GradualChannelPruning", "SlimmingPenalty", "active_channels",
-           "channel_groups", "channel_masks", "group_scores", "prune_channels"]
+           "channel_fraction", "channel_groups", "channel_masks", "check_channel_pruning",
+           "group_scores", "prune_channels", "prunable_groups"]
