@@ -67,3 +67,15 @@ def test_readme_quick_start_is_run_by_the_guide_and_short():
     assert "tl.search.run(" in code and "exported" in code
     with open(os.path.join(ROOT, "docs", "python_guide.md"), encoding="utf-8") as f:
         assert code in [c for _, c in python_blocks(f.read())]  # so test_python_guide_runs runs it
+
+
+@needs_fashion_mnist
+def test_adding_a_search_example_runs(tmp_path, monkeypatch):
+    path = os.path.join(ROOT, "docs", "adding_a_search.md")
+    with open(path, encoding="utf-8") as f:
+        blocks = python_blocks(f.read())
+    monkeypatch.chdir(tmp_path)
+    namespace = _run(path, blocks)
+    rounds = namespace["result"].rounds
+    assert [r["sparsity"] for r in rounds] == pytest.approx([0.0, 0.8], abs=1e-3)
+    assert rounds[1]["algorithm"] == "one_shot_magnitude"
