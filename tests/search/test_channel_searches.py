@@ -1,4 +1,6 @@
 """Channel pruning in IMP rounds and in the gradual engine (structure='channels'), then thinned."""
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -18,10 +20,13 @@ RECIPE = dict(optimizer="sgd", learning_rate=0.05, momentum=0.9, weight_decay=0,
               lr_schedule="constant", jit_compile=False)
 
 
+def _experiment(tmp_path, search):
+    return Experiment(workdir=str(tmp_path), search=search, model_fn=tiny_net,
+                      dataset=small_dataset(), verbose=0, tensorboard=False)
+
+
 def _run(tmp_path, search):
-    experiment = Experiment(workdir=str(tmp_path), search=search, model_fn=tiny_net,
-                            dataset=small_dataset(), verbose=0, tensorboard=False)
-    return experiment.run()
+    return _experiment(tmp_path, search).run()
 
 
 def _kept(mask, axis=-1):
@@ -44,7 +49,8 @@ def test_network_slimming_rounds_prune_channels_by_gamma_and_thin_exactly(tmp_pa
         begin(model, index, experiment)
 
     search.begin_round = begin_round
-    results = _run(tmp_path, search)
+    experiment = _experiment(tmp_path, search)
+    results = experiment.run()
     network = search.model.network
     assert "slimming_penalty" in search.model.regularizers
     assert [r["structure"] for r in results] == ["channels"] * 2
@@ -63,6 +69,11 @@ def test_network_slimming_rounds_prune_channels_by_gamma_and_thin_exactly(tmp_pa
     np.testing.assert_allclose(thinned(x, training=False), network(x, training=False),
                                atol=1e-5)
     assert thinned.get_layer("conv").filters == 4
+    # the export ships the thinned network beside the masked one, and it is smaller
+    exported = experiment.export()
+    sizes = exported["sizes"]
+    assert os.path.isfile(os.path.join(exported["thin_saved_model"], "saved_model.pb"))
+    assert sizes["thin_saved_model"]["bytes"] < sizes["saved_model"]["bytes"]
 
 
 @needs_fashion_mnist
