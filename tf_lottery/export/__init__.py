@@ -3,6 +3,8 @@ the sizes of what was written, and `thin` (channel-pruned layers physically smal
 import json
 import os
 
+from absl import logging
+
 from tf_lottery import workdir as workdir_lib
 from tf_lottery.errors import ConfigError
 from tf_lottery.export.plain import network_of, to_plain_model
@@ -43,6 +45,10 @@ def export_ticket(model, directory, metadata=None, strong=False, seed=None, weig
     try:
         thinned = thin(model)
     except ConfigError:  # no pruned channel (or a graph thin does not handle): nothing to add
+        thinned = None
+    except Exception as e:  # noqa: BLE001 (an extra artifact must not fail the export)
+        logging.warning("thin_saved_model not written: thinning failed (%s: %s)",
+                        type(e).__name__, e)
         thinned = None
     if thinned is not None:
         path = os.path.join(directory, THIN_SAVED_MODEL_DIR)
