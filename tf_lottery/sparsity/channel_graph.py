@@ -191,12 +191,12 @@ def _propagate(layer, inputs, outputs):
     if isinstance(layer, keras.Model):
         reason = f"{name} is a nested model"
     elif isinstance(layer, _CONVS + (keras.layers.Dense,) + _TRANSPOSED):
-        reason = None
+        reason = f"{name} is called on {len(inputs)} tensors"
         if isinstance(layer, _CONVS) and getattr(layer, "groups", 1) != 1:
             reason = f"{name} is a grouped convolution"
         elif not _channels_last(layer):
             reason = f"{name} is channels_first"
-        if reason is None and len(inputs) == 1:
+        elif len(inputs) == 1:
             (layout,) = inputs
             transposed = isinstance(layer, _TRANSPOSED)
             in_axis, out_axis = (-1, -2) if transposed else (-2, -1)
