@@ -141,4 +141,7 @@ def run_experiment(experiment, state, export=True):
                 for name, entry in paths["sizes"].items()}
         print(f"[tf_lottery] exported ticket: {paths['saved_model']} (SavedModel, masks folded; "
               f"{size['saved_model']}) and {paths['ticket']} (ticket file; {size['ticket']})")
+        if "thin_saved_model" in paths:
+            print(f"[tf_lottery] thinned ticket: {paths['thin_saved_model']} (SavedModel, unread "
+                  f"channels removed; {size['thin_saved_model']})")
     return results
