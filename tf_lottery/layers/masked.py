@@ -29,6 +29,13 @@ Three kinds of layers carry masks:
 
 Keras never makes up a layer name with a '.', so these cannot clash with auto-named layers
 (`sparsify` refuses masked layers that share a name).
+
+Keras' LoRA (`enable_lora`, `lora_rank=`) and quantisation (`quantize`, a quantised dtype
+policy) are refused with a ConfigError, both ways: on a masked layer, and by `sparsify` /
+`to_twin` for a layer that already uses them. Keras applies both to the stored kernel past the
+`kernel` property the mask lives in (a LoRA term would sit outside the mask, unpruned and
+untrained-for; quantised calls read the stored integer kernel and ignore the mask). Use them on
+the plain ticket instead: `tf_lottery.export.to_plain_model(model)` folds the masks.
 """
 import weakref
 
@@ -77,6 +84,37 @@ _RAW = "_raw_"  # a host keeps the variable of masked attribute `a` in `_raw_a`
 _CHILD = "_weight_mask_"  # ... and the WeightMask of `a` in `_weight_mask_a`
 
 
+_NO_LORA = ("masked layers do not support Keras' LoRA (enable_lora, lora_rank): Keras adds the "
+            "LoRA update to the stored kernel past the mask, so pruned weights would come back. "
+            "Fine-tune a plain copy of the ticket with LoRA instead "
+            "(tf_lottery.export.to_plain_model(model) folds the masks).")
+_NO_QUANTIZATION = ("masked layers do not support Keras' quantisation (quantize, a quantised "
+                    "dtype policy): Keras' quantised call reads the stored kernel and ignores "
+                    "the mask. Quantise the plain ticket instead "
+                    "(tf_lottery.export.to_plain_model(model).quantize(mode), or "
+                    "export_tflite(..., quantize=...)).")
+
+
+def lora_or_quantization(layer):
+    """Why Keras' LoRA or quantisation keeps `layer` (or a layer inside it) from being masked, as
+    one line naming the layer, or None when it uses neither."""
+    for sub in compat.sublayers(layer, include_self=True):
+        if getattr(sub, "lora_enabled", False) or getattr(sub, "lora_rank", None):
+            return f"layer {sub.name!r} ({type(sub).__name__}) uses LoRA: {_NO_LORA}"
+        mode = getattr(sub, "quantization_mode", None)
+        if mode:
+            return (f"layer {sub.name!r} ({type(sub).__name__}) is quantised ({mode}): "
+                    f"{_NO_QUANTIZATION}")
+    return None
+
+
+def refuse_lora_and_quantization(layer):
+    """ConfigError when `layer` (or a layer inside it) uses Keras' LoRA or quantisation."""
+    reason = lora_or_quantization(layer)
+    if reason is not None:
+        raise ConfigError(reason)
+
+
 def _masking_config(layer, config):
     return {**config, "mask_rule": keras.saving.serialize_keras_object(layer.mask_rule),
             "score_initializer": keras.saving.serialize_keras_object(layer.score_initializer)}
@@ -100,7 +138,17 @@ class MaskedLayerMixin:
 
     def __init__(self, *args, mask_rule=None, score_initializer="kaiming_uniform", **kwargs):
         super().__init__(*args, **kwargs)
+        refuse_lora_and_quantization(self)  # lora_rank=..., a quantised dtype policy
         self._init_masking(mask_rule, score_initializer)
+
+    def enable_lora(self, *args, **kwargs):
+        """Refused: Keras adds the LoRA term to the stored kernel, outside the mask."""
+        raise ConfigError(f"layer {self.name!r} ({type(self).__name__}) is masked: {_NO_LORA}")
+
+    def quantize(self, *args, **kwargs):
+        """Refused: Keras' quantised call reads the stored kernel and ignores the mask."""
+        raise ConfigError(f"layer {self.name!r} ({type(self).__name__}) is masked: "
+                          f"{_NO_QUANTIZATION}")
 
     def _init_masking(self, mask_rule, score_initializer):
         self.mask_rule = get_rule(mask_rule)
@@ -406,6 +454,7 @@ def to_twin(layer, twin, rule=None, score_initializer="kaiming_uniform"):
     """
     if isinstance(layer, (MaskedLayerMixin, MaskHost)):
         return layer
+    refuse_lora_and_quantization(layer)
     if issubclass(twin, MaskedLayerMixin):
         _move_to(layer, twin.masked_weight, compat.weight_storage(twin.masked_weight))
     elif issubclass(twin, MaskedWeightsHost):

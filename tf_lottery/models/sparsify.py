@@ -7,7 +7,9 @@ Embedding, MultiHeadAttention), wherever they sit (inside nested models, inside 
 a transformer block's Dense and its attention's projections), and every layer with a
 `get_prunable_weights()` method (the PrunableLayer protocol). Other layers whose own weights
 include a matrix or larger (a user's layer without the protocol, a subclass of a Keras layer)
-stay dense, and one warning names them.
+stay dense, and one warning names them. A layer to mask that uses Keras' LoRA or quantisation is
+refused with a ConfigError before anything changes (masked layers support neither: see
+`tf_lottery.layers.masked`); exclude it to leave it dense.
 """
 import warnings
 
@@ -17,7 +19,8 @@ from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.mask_rules import get_rule
 from tf_lottery.layers.masked import (MASKED_TWINS, MaskedLayerMixin, MaskHost,
-                                      mask_custom_layer, masked_layers, to_twin)
+                                      lora_or_quantization, mask_custom_layer, masked_layers,
+                                      to_twin)
 
 def _exclusion_test(exclude):
     if callable(exclude):
@@ -41,15 +44,35 @@ def _own_matrices(layer):
     return [variable for variable in compat.own_variables(layer) if len(variable.shape) >= 2]
 
 
+def _maskable(layer):
+    """Whether sparsify masks `layer` itself (a masked twin's class or the PrunableLayer
+    protocol), rather than looking inside it."""
+    return not isinstance(layer, keras.Model) and (
+        type(layer) in MASKED_TWINS or callable(getattr(layer, "get_prunable_weights", None)))
+
+
+def _refuse_lora_and_quantization(layer, is_excluded):
+    """ConfigError, before anything changes, when a layer that sparsify would mask inside
+    `layer` uses Keras' LoRA or quantisation (masked layers support neither)."""
+    for child in compat.sublayers(layer, recursive=False):
+        if isinstance(child, (MaskedLayerMixin, MaskHost)) or is_excluded(child):
+            continue
+        if _maskable(child):
+            reason = lora_or_quantization(child)
+            if reason is not None:
+                raise ConfigError(f"sparsify cannot mask this model: {reason} Or leave "
+                                  f"{child.name!r} dense: exclude=[{child.name!r}].")
+        else:
+            _refuse_lora_and_quantization(child, is_excluded)
+
+
 def _mask_in_place(layer, rule, score_initializer, is_excluded, dense):
     """Mask `layer` and the layers inside it, in place; append to `dense` the layers left dense
     that hold matrices of their own."""
     if isinstance(layer, (MaskedLayerMixin, MaskHost)) or is_excluded(layer):
         return
     twin = MASKED_TWINS.get(type(layer))
-    if not isinstance(layer, keras.Model) and (twin is not None or
-                                               callable(getattr(layer, "get_prunable_weights",
-                                                                None))):
+    if _maskable(layer):
         if not layer.built:
             raise ConfigError(f"layer {layer.name!r} is not built: call the model on a batch "
                               f"before sparsify")
@@ -115,6 +138,7 @@ def sparsify(model, rule=None, exclude=(), score_initializer="kaiming_uniform", 
                                 compat.sublayers(model)}
     if unknown:
         raise ConfigError(f"exclude names layers the model does not have: {sorted(unknown)}")
+    _refuse_lora_and_quantization(model, is_excluded)
     sparse = model if in_place or not graph else _copy(model, rule, is_excluded,
                                                        score_initializer)
     dense = []
