@@ -19,6 +19,7 @@ import time
 import gin
 import keras
 
+from tf_lottery import compat
 from tf_lottery.data import load_dataset
 from tf_lottery.errors import ConfigError, TfLotteryError
 from tf_lottery.training.strategy import is_chief, make_strategy, sync_workers
@@ -193,15 +194,12 @@ def fresh_automatic_names():
     networks whose layers are named differently. Inside this context the counter starts afresh,
     as in a new process: every build names its layers the same way. On leaving, the process's
     counter continues past every name used inside, so later automatic names stay unique."""
-    from keras.src.backend.common import global_state
-
-    key = "object_name_uids"
-    outer = global_state.get_global_attribute(key) or collections.defaultdict(int)
+    outer = compat.automatic_name_counters() or collections.defaultdict(int)
     inner = collections.defaultdict(int)
-    global_state.set_global_attribute(key, inner)
+    compat.set_automatic_name_counters(inner)
     try:
         yield
     finally:
         for name, used in inner.items():
             outer[name] = max(outer.get(name, 0), used)
-        global_state.set_global_attribute(key, outer)
+        compat.set_automatic_name_counters(outer)

@@ -8,6 +8,7 @@ import fnmatch
 import keras
 import numpy as np
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.masked import masked_layers
 
@@ -112,7 +113,7 @@ def freeze_weights(model, train_batchnorm=False):
     """
     keep = {id(layer.scores) for layer in masked_layers(model) if layer.scores is not None}
     if train_batchnorm:
-        keep |= {id(v) for layer in model._flatten_layers(include_self=False, recursive=True)
+        keep |= {id(v) for layer in compat.sublayers(model)
                  if isinstance(layer, keras.layers.BatchNormalization)
                  for v in layer.trainable_weights}
     for variable in model.trainable_weights:

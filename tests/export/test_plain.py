@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.export import to_plain_model
 from tf_lottery.layers import (GhostActivation, GhostSkip, KaimingNormal, KaimingUniform,
@@ -16,14 +17,14 @@ from tests.export import nets
 
 
 def _only_keras_layers(model):
-    layers = model._flatten_layers(include_self=True, recursive=True)
+    layers = compat.sublayers(model, include_self=True)
     return all(type(layer).__module__.startswith("keras.") for layer in layers)
 
 
 def _kernels(model):
     """{layer name: kernel} of every Dense/Conv layer, nested ones included."""
     return {layer.name: keras.ops.convert_to_numpy(layer.kernel)
-            for layer in model._flatten_layers(include_self=False, recursive=True)
+            for layer in compat.sublayers(model)
             if hasattr(layer, "kernel") and not isinstance(layer, keras.Model)}
 
 
@@ -109,7 +110,7 @@ def test_faded_ghosts_are_removed_and_active_ones_refused():
         layer.alpha.assign(0.0)
 
     plain = to_plain_model(ghosted)
-    layers = plain._flatten_layers(include_self=False, recursive=True)
+    layers = compat.sublayers(plain)
     assert not [l for l in layers if isinstance(l, (GhostActivation, GhostSkip))]
     assert sum(isinstance(l, keras.layers.ReLU) for l in layers) == 2
     assert _only_keras_layers(plain)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.export.plain import to_plain_model
 from tf_lottery.layers import (MASKED_TWINS, MaskedLayerMixin, MaskHost, PrunableLayer,
@@ -109,7 +110,7 @@ def test_masked_layer_matches_numpy_masking_saves_and_strips(case, tmp_path):
     plain = to_plain_model(sparse)
     assert type(plain.get_layer("x")) is type(model.get_layer("x"))
     assert not any(isinstance(m, (MaskedLayerMixin, MaskHost))
-                   for m in plain._flatten_layers(include_self=True, recursive=True))
+                   for m in compat.sublayers(plain, include_self=True))
     np.testing.assert_allclose(plain(x).numpy(), masked, rtol=1e-6, atol=1e-6)
 
 

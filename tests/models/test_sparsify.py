@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers import (MASKED_TWINS, FixedMask, MaskedDense, TopKScores,
                                masked_layers)
@@ -11,7 +12,7 @@ from tf_lottery.models import sparsify
 
 
 def _replaceable(model):
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+    return [layer for layer in compat.sublayers(model)
             if type(layer) in MASKED_TWINS]
 
 

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers import (MASKED_TWINS, DepthwiseInitializer, KaimingNormal,
                                MaskedDepthwiseConv2D, TopKScores, masked_layers)
@@ -92,7 +93,7 @@ def test_wide_resnet50_2_count():
 
 def test_every_kernel_is_masked_with_the_given_rule_and_initializer(zoo):
     for model_id, model in zoo.items():
-        layers = model._flatten_layers(include_self=False, recursive=True)
+        layers = compat.sublayers(model)
         assert not [layer.name for layer in layers if type(layer) in MASKED_TWINS], model_id
         masked = masked_layers(model)
         assert masked, model_id

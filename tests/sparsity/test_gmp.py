@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers import MaskedLayerMixin, masked_layers
 from tf_lottery.sparsity import (ConstantSparsity, GradualMagnitudePruning, MaskUpdater,
@@ -153,7 +154,7 @@ def test_strip_pruning_gives_plain_keras_layers_and_the_same_outputs():
     x, y = _data(3, conv=True)
     model.fit(x, y, batch_size=BATCH, verbose=0)
     plain = strip_pruning(model)
-    layers = plain._flatten_layers(include_self=False, recursive=True)
+    layers = compat.sublayers(plain)
     assert all(type(layer).__module__.startswith("keras.") for layer in layers)
     assert not any(isinstance(layer, MaskedLayerMixin) for layer in layers)
     np.testing.assert_allclose(plain.predict(x, verbose=0), model.predict(x, verbose=0),

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.masked import MaskedLayerMixin
 
@@ -13,7 +14,7 @@ from tf_lottery.layers.masked import MaskedLayerMixin
 def kernel_layers(model):
     """Layers holding a kernel, in a stable order: masked layers and plain layers whose `kernel`
     is a variable (Dense, Conv, DepthwiseConv, ...), nested models included."""
-    layers = model._flatten_layers(include_self=True, recursive=True)
+    layers = compat.sublayers(model, include_self=True)
     return [layer for layer in layers
             if isinstance(layer, MaskedLayerMixin)
             or isinstance(getattr(layer, "kernel", None), keras.Variable)]
@@ -79,7 +80,7 @@ def loss_function(model, loss_fn):
     with (Model.compute_loss, which adds the model's own regularisation losses)."""
     if loss_fn is not None:
         return loss_fn
-    if getattr(model, "_compile_loss", None) is None:
+    if getattr(model, "loss", None) is None:  # Trainer.compile sets it with its loss
         raise ConfigError("pass loss_fn=, or compile the model with a loss first")
 
     def compiled_loss(y_true, y_pred):

@@ -10,6 +10,7 @@ import contextlib
 import keras
 import numpy as np
 
+from tf_lottery import compat
 from tf_lottery.analysis._common import input_batches
 from tf_lottery.errors import ConfigError
 
@@ -55,7 +56,7 @@ def _counting_outputs(layers, counts):
 def activation_zero_counts(model, data, layer_filter=is_relu):
     """{layer name: (exact zeros, entries)} of each selected layer's outputs over `data` (one
     batch: an array or an (x, y) tuple; or an iterable of batches), in inference mode."""
-    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+    layers = [layer for layer in compat.sublayers(model)
               if layer_filter(layer)]
     if not layers:
         raise ConfigError("no layer of the model passes layer_filter (no ReLU?)")

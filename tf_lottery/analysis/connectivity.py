@@ -12,6 +12,7 @@ import os
 import keras
 import numpy as np
 
+from tf_lottery import compat
 from tf_lottery.analysis._common import input_batches, labelled_batches
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.mask_rules import FixedMask
@@ -74,7 +75,7 @@ def _point(weights_a, weights_b, alpha, fixed):
 
 
 def _batchnorm_layers(model):
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+    return [layer for layer in compat.sublayers(model)
             if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
 
 

@@ -20,6 +20,7 @@ model whose layers have no symbolic output is a ConfigError.
 import keras
 import numpy as np
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.masked import (MaskedLayerMixin, MaskedWeightsHost, WeightMask,
                                       plain_class)
@@ -103,7 +104,7 @@ def flops(model, masks=None):
     if not isinstance(network, keras.Model):
         raise ConfigError(f"flops needs a Keras model, got {type(model).__name__}")
     layers, skipped = {}, []
-    for layer in network._flatten_layers(include_self=False, recursive=True):
+    for layer in compat.sublayers(network):
         if isinstance(layer, (keras.Model, WeightMask)):
             continue  # nested models (their layers come next) and hosts' WeightMask children
         counted = _layer_macs(layer, masks)

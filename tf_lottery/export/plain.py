@@ -10,13 +10,12 @@ variable with the trained model.
 """
 import keras
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.ghosts import GhostActivation, GhostSkip, ghost_modules
 from tf_lottery.layers.initializers import KaimingNormal, KaimingUniform
 from tf_lottery.layers.masked import MaskedLayerMixin, plain_class
 from tf_lottery.training.ghost_insertion import remove_ghosts
-
-_GRAPH_MODELS = (keras.Sequential, keras.src.models.functional.Functional)
 
 
 def network_of(model):
@@ -84,7 +83,7 @@ def _plain_config(layer):
 
 
 def _plain_layer(layer, copies):
-    if isinstance(layer, _GRAPH_MODELS):
+    if compat.is_graph_model(layer):
         return _plain_graph(layer, copies)
     if isinstance(layer, keras.Model):
         raise ConfigError(f"cannot export the subclassed model {layer.name!r} "
@@ -109,7 +108,7 @@ def _plain_graph(model, copies):
 def _copy_weights(layer, plain):
     """The plain layer takes the masked one's weights minus mask state (mask, scores, rule
     variables), each masked weight folded: the remaining order is the plain layer's."""
-    masked = [m for m in layer._flatten_layers(include_self=True, recursive=True)
+    masked = [m for m in compat.sublayers(layer, include_self=True)
               if isinstance(m, MaskedLayerMixin)]
     if not masked:
         plain.set_weights(layer.get_weights())
@@ -132,7 +131,7 @@ def to_plain_model(model):
       ConfigError: a ghost module has not faded, the model is subclassed or not built.
     """
     network = network_of(model)
-    if not isinstance(network, _GRAPH_MODELS):
+    if not compat.is_graph_model(network):
         raise ConfigError(f"cannot export a {type(network).__name__}: only functional and "
                           f"sequential Keras models (or a SparseModel around one) are supported")
     check_ghosts_faded(network)

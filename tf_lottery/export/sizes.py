@@ -21,6 +21,7 @@ import tarfile
 import keras
 import numpy as np
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 
 GZIP_LEVEL = 6
@@ -110,7 +111,7 @@ def plain_weight_values(network, masks=None):
     network, masks = network_of(network), dict(masks or {})
     if not isinstance(network, keras.Model):
         raise ConfigError(f"weights sizes need a Keras model, got {type(network).__name__}")
-    masked = [layer for layer in network._flatten_layers(include_self=False, recursive=True)
+    masked = [layer for layer in compat.sublayers(network)
               if isinstance(layer, MaskedLayerMixin)]
     folded = {id(layer.raw_kernel): layer for layer in masked}
     left_out = {id(v) for layer in masked for v in layer.mask_state}

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 import tf_lottery
+from tf_lottery import compat
 from tf_lottery import masks as masks_lib
 from tf_lottery import workdir as workdir_lib
 from tf_lottery.errors import ConfigError
@@ -63,7 +64,7 @@ def _masking_variable_ids(network):
 def _own_weights(layer, prefix, seen, out):
     # As keras.layers.Layer.weights walks them, keyed by the layer names from the network down
     # (variable.path depends on the name scope a layer was built in, which from_config changes).
-    for variable in layer._trainable_variables + layer._non_trainable_variables:
+    for variable in compat.own_variables(layer):
         if id(variable) not in seen:
             seen.add(id(variable))
             key = f"{prefix}{variable.name}"
@@ -71,7 +72,7 @@ def _own_weights(layer, prefix, seen, out):
                 raise ConfigError(f"two variables are both named {key!r}: give the layers "
                                   f"unique names")
             out[key] = variable
-    for child in layer._layers:
+    for child in compat.sublayers(layer, recursive=False):
         _own_weights(child, f"{prefix}{child.name}/", seen, out)
 
 

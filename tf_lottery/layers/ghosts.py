@@ -16,6 +16,7 @@ import math
 import keras
 from keras import ops
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 
 _PACKAGE = "tf_lottery"
@@ -177,7 +178,7 @@ class GhostSkip(keras.layers.Layer):
 
 def ghost_modules(model):
     """(GhostActivation layers, GhostSkip layers) of a model, nested models included."""
-    layers = model._flatten_layers(include_self=False, recursive=True)
+    layers = compat.sublayers(model)
     return ([layer for layer in layers if isinstance(layer, GhostActivation)],
             [layer for layer in layers if isinstance(layer, GhostSkip)])
 

@@ -29,14 +29,20 @@ Three kinds of layers carry masks:
 
 Keras never makes up a layer name with a '.', so these cannot clash with auto-named layers
 (`sparsify` refuses masked layers that share a name).
+
+Keras' LoRA (`enable_lora`, `lora_rank=`) and quantisation (`quantize`, a quantised dtype
+policy) are refused with a ConfigError, both ways: on a masked layer, and by `sparsify` /
+`to_twin` for a layer that already uses them. Keras applies both to the stored kernel past the
+`kernel` property the mask lives in (a LoRA term would sit outside the mask, unpruned and
+untrained-for; quantised calls read the stored integer kernel and ignore the mask). Use them on
+the plain ticket instead: `tf_lottery.export.to_plain_model(model)` folds the masks.
 """
-import contextlib
-import inspect
 import weakref
 
 import keras
 import tensorflow as tf
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.initializers import score_initializer as get_score_initializer
 from tf_lottery.layers.mask_rules import get_rule
@@ -78,16 +84,35 @@ _RAW = "_raw_"  # a host keeps the variable of masked attribute `a` in `_raw_a`
 _CHILD = "_weight_mask_"  # ... and the WeightMask of `a` in `_weight_mask_a`
 
 
-@contextlib.contextmanager
-def unlocked(layer):
-    """Let a built layer take new variables or sub-layers (Keras locks its state after build)."""
-    locked = layer._tracker.locked
-    layer._tracker.unlock()
-    try:
-        yield layer
-    finally:
-        if locked:
-            layer._lock_state()
+_NO_LORA = ("masked layers do not support Keras' LoRA (enable_lora, lora_rank): Keras adds the "
+            "LoRA update to the stored kernel past the mask, so pruned weights would come back. "
+            "Fine-tune a plain copy of the ticket with LoRA instead "
+            "(tf_lottery.export.to_plain_model(model) folds the masks).")
+_NO_QUANTIZATION = ("masked layers do not support Keras' quantisation (quantize, a quantised "
+                    "dtype policy): Keras' quantised call reads the stored kernel and ignores "
+                    "the mask. Quantise the plain ticket instead "
+                    "(tf_lottery.export.to_plain_model(model).quantize(mode), or "
+                    "export_tflite(..., quantize=...)).")
+
+
+def lora_or_quantization(layer):
+    """Why Keras' LoRA or quantisation keeps `layer` (or a layer inside it) from being masked, as
+    one line naming the layer, or None when it uses neither."""
+    for sub in compat.sublayers(layer, include_self=True):
+        if getattr(sub, "lora_enabled", False) or getattr(sub, "lora_rank", None):
+            return f"layer {sub.name!r} ({type(sub).__name__}) uses LoRA: {_NO_LORA}"
+        mode = getattr(sub, "quantization_mode", None)
+        if mode:
+            return (f"layer {sub.name!r} ({type(sub).__name__}) is quantised ({mode}): "
+                    f"{_NO_QUANTIZATION}")
+    return None
+
+
+def refuse_lora_and_quantization(layer):
+    """ConfigError when `layer` (or a layer inside it) uses Keras' LoRA or quantisation."""
+    reason = lora_or_quantization(layer)
+    if reason is not None:
+        raise ConfigError(reason)
 
 
 def _masking_config(layer, config):
@@ -106,14 +131,24 @@ def _masking_from_config(config):
 class MaskedLayerMixin:
     """Mask, scores and rule handling of a masked layer; put it first in the bases, before the
     Keras layer it extends. `masked_weight` names the attribute the parent's call() reads the
-    kernel through; the variable itself lives in `'_' + masked_weight` (Keras keeps Dense's in
-    `_kernel`; Conv's `self.kernel = ...` goes through the setter to `_kernel`)."""
+    kernel through; the variable itself lives where Keras keeps it, `_kernel` for `kernel`
+    (`compat.weight_storage`; a parent's `self.kernel = ...` goes through the setter there)."""
 
     masked_weight = "kernel"
 
     def __init__(self, *args, mask_rule=None, score_initializer="kaiming_uniform", **kwargs):
         super().__init__(*args, **kwargs)
+        refuse_lora_and_quantization(self)  # lora_rank=..., a quantised dtype policy
         self._init_masking(mask_rule, score_initializer)
+
+    def enable_lora(self, *args, **kwargs):
+        """Refused: Keras adds the LoRA term to the stored kernel, outside the mask."""
+        raise ConfigError(f"layer {self.name!r} ({type(self).__name__}) is masked: {_NO_LORA}")
+
+    def quantize(self, *args, **kwargs):
+        """Refused: Keras' quantised call reads the stored kernel and ignores the mask."""
+        raise ConfigError(f"layer {self.name!r} ({type(self).__name__}) is masked: "
+                          f"{_NO_QUANTIZATION}")
 
     def _init_masking(self, mask_rule, score_initializer):
         self.mask_rule = get_rule(mask_rule)
@@ -147,10 +182,10 @@ class MaskedLayerMixin:
     @property
     def raw_kernel(self):
         """The kernel variable itself (pruned entries may hold any value)."""
-        return getattr(self, "_" + self.masked_weight)
+        return getattr(self, compat.weight_storage(self.masked_weight))
 
     def _set_raw_kernel(self, variable):
-        setattr(self, "_" + self.masked_weight, variable)
+        setattr(self, compat.weight_storage(self.masked_weight), variable)
 
     def _effective_kernel(self):
         kernel = self.raw_kernel
@@ -375,7 +410,7 @@ class MaskedMultiHeadAttention(MaskHost, keras.layers.MultiHeadAttention):
     """keras.layers.MultiHeadAttention whose four EinsumDense projections are MaskedEinsumDense
     named '<name>.query', '<name>.key', '<name>.value' and '<name>.attention_output'."""
 
-    _PROJECTIONS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
+    _PROJECTIONS = ("query_dense", "key_dense", "value_dense", "output_dense")  # public properties
 
     def __init__(self, *args, mask_rule=None, score_initializer="kaiming_uniform", **kwargs):
         super().__init__(*args, **kwargs)
@@ -401,16 +436,6 @@ class MaskedMultiHeadAttention(MaskHost, keras.layers.MultiHeadAttention):
         return super().from_config(_masking_from_config(config))
 
 
-def _refresh_call_signature(layer):
-    """Keras caches what call() accepts at __init__; redo it after a class change."""
-    layer._call_signature = inspect.signature(layer.call)
-    layer.call_signature_parameters = [p.name for p in layer._call_signature.parameters.values()]
-    layer._call_has_training_arg = "training" in layer.call_signature_parameters
-    layer._call_has_mask_arg = "mask" in layer.call_signature_parameters
-    layer._call_has_context_arg = {arg: arg in layer.call_signature_parameters
-                                   for arg in layer._call_context_args}
-
-
 def _move_to(layer, attribute, storage):
     """Move an instance attribute's value to `storage` (a class property takes the name)."""
     if attribute in layer.__dict__:
@@ -429,8 +454,9 @@ def to_twin(layer, twin, rule=None, score_initializer="kaiming_uniform"):
     """
     if isinstance(layer, (MaskedLayerMixin, MaskHost)):
         return layer
+    refuse_lora_and_quantization(layer)
     if issubclass(twin, MaskedLayerMixin):
-        _move_to(layer, twin.masked_weight, "_" + twin.masked_weight)
+        _move_to(layer, twin.masked_weight, compat.weight_storage(twin.masked_weight))
     elif issubclass(twin, MaskedWeightsHost):
         for attribute in twin.masked_weights:
             _move_to(layer, attribute, _RAW + attribute)
@@ -438,8 +464,8 @@ def to_twin(layer, twin, rule=None, score_initializer="kaiming_uniform"):
                 raise ConfigError(f"layer {layer.name!r} has no attribute {attribute!r} to "
                                   f"mask")
     layer.__class__ = twin
-    _refresh_call_signature(layer)
-    with unlocked(layer):
+    compat.refresh_call_signature(layer)
+    with compat.unlocked(layer):
         if issubclass(twin, MaskedLayerMixin):
             layer._init_masking(rule, score_initializer)
             layer._build_mask()
@@ -465,7 +491,7 @@ else). One-kernel twins are MaskedLayerMixin subclasses; the others are MaskHost
 def masked_layers(model):
     """Every masked layer of a model (nested models and hosts' sub-layers included), in a
     stable order."""
-    layers = model._flatten_layers(include_self=True, recursive=True)
+    layers = compat.sublayers(model, include_self=True)
     return [layer for layer in layers if isinstance(layer, MaskedLayerMixin)]
 
 

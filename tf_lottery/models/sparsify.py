@@ -7,20 +7,20 @@ Embedding, MultiHeadAttention), wherever they sit (inside nested models, inside 
 a transformer block's Dense and its attention's projections), and every layer with a
 `get_prunable_weights()` method (the PrunableLayer protocol). Other layers whose own weights
 include a matrix or larger (a user's layer without the protocol, a subclass of a Keras layer)
-stay dense, and one warning names them.
+stay dense, and one warning names them. A layer to mask that uses Keras' LoRA or quantisation is
+refused with a ConfigError before anything changes (masked layers support neither: see
+`tf_lottery.layers.masked`); exclude it to leave it dense.
 """
 import warnings
 
 import keras
-from keras.src.models.functional import Functional
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.mask_rules import get_rule
 from tf_lottery.layers.masked import (MASKED_TWINS, MaskedLayerMixin, MaskHost,
-                                      mask_custom_layer, masked_layers, to_twin)
-
-_GRAPH_MODELS = (keras.Sequential, Functional)
-
+                                      lora_or_quantization, mask_custom_layer, masked_layers,
+                                      to_twin)
 
 def _exclusion_test(exclude):
     if callable(exclude):
@@ -41,8 +41,29 @@ def _copy_weights(original, clone):
 
 def _own_matrices(layer):
     """The layer's own variables (not its sub-layers') of rank >= 2."""
-    own = list(layer._trainable_variables) + list(layer._non_trainable_variables)
-    return [variable for variable in own if len(variable.shape) >= 2]
+    return [variable for variable in compat.own_variables(layer) if len(variable.shape) >= 2]
+
+
+def _maskable(layer):
+    """Whether sparsify masks `layer` itself (a masked twin's class or the PrunableLayer
+    protocol), rather than looking inside it."""
+    return not isinstance(layer, keras.Model) and (
+        type(layer) in MASKED_TWINS or callable(getattr(layer, "get_prunable_weights", None)))
+
+
+def _refuse_lora_and_quantization(layer, is_excluded):
+    """ConfigError, before anything changes, when a layer that sparsify would mask inside
+    `layer` uses Keras' LoRA or quantisation (masked layers support neither)."""
+    for child in compat.sublayers(layer, recursive=False):
+        if isinstance(child, (MaskedLayerMixin, MaskHost)) or is_excluded(child):
+            continue
+        if _maskable(child):
+            reason = lora_or_quantization(child)
+            if reason is not None:
+                raise ConfigError(f"sparsify cannot mask this model: {reason} Or leave "
+                                  f"{child.name!r} dense: exclude=[{child.name!r}].")
+        else:
+            _refuse_lora_and_quantization(child, is_excluded)
 
 
 def _mask_in_place(layer, rule, score_initializer, is_excluded, dense):
@@ -51,9 +72,7 @@ def _mask_in_place(layer, rule, score_initializer, is_excluded, dense):
     if isinstance(layer, (MaskedLayerMixin, MaskHost)) or is_excluded(layer):
         return
     twin = MASKED_TWINS.get(type(layer))
-    if not isinstance(layer, keras.Model) and (twin is not None or
-                                               callable(getattr(layer, "get_prunable_weights",
-                                                                None))):
+    if _maskable(layer):
         if not layer.built:
             raise ConfigError(f"layer {layer.name!r} is not built: call the model on a batch "
                               f"before sparsify")
@@ -64,7 +83,7 @@ def _mask_in_place(layer, rule, score_initializer, is_excluded, dense):
         return
     if _own_matrices(layer):
         dense.append(layer)
-    for child in layer._flatten_layers(include_self=False, recursive=False):
+    for child in compat.sublayers(layer, recursive=False):
         _mask_in_place(child, rule, score_initializer, is_excluded, dense)
 
 
@@ -79,7 +98,7 @@ def _check_unique(model):
 def copyable(model):
     """Whether `model` is a Sequential or functional model, which sparsify (and strip_pruning,
     export) can rebuild from its config; a subclassed model cannot be copied."""
-    return isinstance(model, _GRAPH_MODELS)
+    return compat.is_graph_model(model)
 
 
 def sparsify(model, rule=None, exclude=(), score_initializer="kaiming_uniform", in_place=None):
@@ -107,7 +126,7 @@ def sparsify(model, rule=None, exclude=(), score_initializer="kaiming_uniform", 
     Returns:
       the masked model (the same object when changed in place).
     """
-    graph = isinstance(model, _GRAPH_MODELS)
+    graph = compat.is_graph_model(model)
     if in_place is False and not graph:
         raise ConfigError(f"sparsify cannot copy the subclassed model {model.name!r} "
                           f"({type(model).__name__}); pass in_place=True to mask it in place")
@@ -116,13 +135,14 @@ def sparsify(model, rule=None, exclude=(), score_initializer="kaiming_uniform", 
     rule = get_rule(rule)
     is_excluded, excluded_names = _exclusion_test(exclude)
     unknown = excluded_names - {layer.name for layer in
-                                model._flatten_layers(include_self=False, recursive=True)}
+                                compat.sublayers(model)}
     if unknown:
         raise ConfigError(f"exclude names layers the model does not have: {sorted(unknown)}")
+    _refuse_lora_and_quantization(model, is_excluded)
     sparse = model if in_place or not graph else _copy(model, rule, is_excluded,
                                                        score_initializer)
     dense = []
-    for layer in sparse._flatten_layers(include_self=False, recursive=False):
+    for layer in compat.sublayers(sparse, recursive=False):
         _mask_in_place(layer, rule, score_initializer, is_excluded, dense)
     _check_unique(sparse)
     if dense:

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.initializers import (WEIGHT_INITIALIZERS, DepthwiseInitializer,
                                             weight_initializer)
@@ -377,7 +378,7 @@ def count_params(model):
     """Parameters of the architecture itself, as papers count them: kernels, biases and batch
     norm scale and shift; not masks, scores or mask-rule state, nor batch-norm moving statistics."""
     excluded = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in compat.sublayers(model):
         if isinstance(layer, MaskedLayerMixin):
             own = {id(layer.raw_kernel), id(layer.bias)}
             excluded.update(id(v) for v in layer.weights if id(v) not in own)

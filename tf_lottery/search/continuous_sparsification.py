@@ -47,8 +47,8 @@ import gin
 import keras
 import numpy as np
 import tensorflow as tf
-from keras.src.models.functional import Functional
 
+from tf_lottery import compat
 from tf_lottery import masks as masks_lib
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.mask_rules import BernoulliScores, FixedMask, SigmoidScores
@@ -107,7 +107,7 @@ def with_fixed_masks(network, exclude):
     and patterns) use FixedMask (all-ones mask, no scores); every other layer keeps its rule; all
     variables are copied."""
     names = masks_lib.excluded_names(network, exclude)
-    if not isinstance(network, (keras.Sequential, Functional)):
+    if not compat.is_graph_model(network):
         raise ConfigError(f"excluding layers needs a functional or Sequential model, got "
                           f"{type(network).__name__}")
     pairs = []

@@ -16,6 +16,7 @@ from typing import Optional
 
 import keras
 
+from tf_lottery import compat
 from tf_lottery import workdir as workdir_lib
 from tf_lottery.data import Dataset, load_dataset
 from tf_lottery.errors import ConfigError
@@ -75,8 +76,7 @@ def describe_run(search, model, data, seed):
         try:                             # automatic ones ('sequential_3') per process
             architecture = [[type(layer).__name__,
                              {k: v for k, v in layer.get_config().items() if k != "name"}]
-                            for layer in model._flatten_layers(include_self=False,
-                                                               recursive=True)]
+                            for layer in compat.sublayers(model)]
         except (TypeError, ValueError, NotImplementedError):
             architecture = type(model).__name__
     else:

@@ -27,6 +27,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.interop.keras_graph import _tensor_refs
 
@@ -279,7 +280,7 @@ def channel_groups(model, prunable=None):
     from tf_lottery.export.plain import network_of
 
     network = network_of(model)
-    if not isinstance(network, (keras.Sequential, keras.src.models.functional.Functional)):
+    if not compat.is_graph_model(network):
         raise ConfigError(f"channel groups need a functional or Sequential Keras model, got "
                           f"{type(network).__name__} (a subclassed model has no graph to read)")
     if not network.built:

@@ -19,6 +19,7 @@ import difflib
 import keras
 import numpy as np
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError, check_fraction
 from tf_lottery.layers.masked import MASKED_TWINS, MaskedLayerMixin, masked_layers
 
@@ -45,7 +46,7 @@ def prunable_kernels(model, exclude=()):
     EinsumDense, Embedding, ...: MASKED_TWINS); minus the
     names in `exclude` (each of which must name a layer of the model)."""
     names = {exclude} if isinstance(exclude, str) else set(exclude)
-    every = {layer.name for layer in model._flatten_layers(include_self=False, recursive=True)}
+    every = {layer.name for layer in compat.sublayers(model)}
     unknown = sorted(names - every)
     if unknown:
         raise ConfigError(f"exclude names layers the model does not have: {unknown}")
@@ -54,7 +55,7 @@ def prunable_kernels(model, exclude=()):
         found = {layer.name: (layer, layer.raw_kernel) for layer in masked}
     else:
         found = {layer.name: (layer, getattr(layer, MASKED_TWINS[type(layer)].masked_weight))
-                 for layer in model._flatten_layers(include_self=False, recursive=True)
+                 for layer in compat.sublayers(model)
                  if issubclass(MASKED_TWINS.get(type(layer), object), MaskedLayerMixin)}
     return {name: pair for name, pair in found.items() if name not in names}
 

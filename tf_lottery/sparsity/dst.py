@@ -25,6 +25,7 @@ import numbers
 import keras
 import tensorflow as tf
 
+from tf_lottery.compat import optimizer_slots
 from tf_lottery.errors import ConfigError, check_fraction
 from tf_lottery.layers.mask_rules import FixedMask, top_k_mask
 from tf_lottery.layers.masked import masked_layers
@@ -126,32 +127,6 @@ def _layer_seed(seed, step, index):
     """The stateless seed of layer `index` at `step` (step 0: the initial mask)."""
     pair = tf.stack([tf.cast(seed, tf.int64), tf.cast(step, tf.int64)])
     return tf.random.experimental.stateless_fold_in(pair, index)
-
-
-def optimizer_slots(optimizer, variable):
-    """The optimizer's per-variable state of `variable` (SGD momentum, Adam's m and v, ...).
-
-    Keras has no public slot lookup, so this reads BaseOptimizer's private `_get_variable_index`
-    and `_trainable_variables` and takes every list attribute with one variable per trainable
-    variable (the slots), recursing into wrapped optimizers (LossScaleOptimizer,
-    ScoreSplitOptimizer); the EMA copies of the weights are not slots.
-    """
-    found = []
-    for value in vars(optimizer).values():
-        if isinstance(value, keras.optimizers.Optimizer):
-            found += optimizer_slots(value, variable)
-    try:
-        index = optimizer._get_variable_index(variable)
-        count = len(optimizer._trainable_variables)
-    except (AttributeError, KeyError):
-        return found
-    skip = {"_trainable_variables", "_variables", "_model_variables_moving_average"}
-    for name, value in vars(optimizer).items():
-        if (name not in skip and isinstance(value, (list, tuple)) and len(value) == count
-                and isinstance(value[index], keras.Variable)
-                and tuple(value[index].shape) == tuple(variable.shape)):
-            found.append(value[index])
-    return found
 
 
 class DynamicSparsityState(keras.layers.Layer):

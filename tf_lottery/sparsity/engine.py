@@ -23,6 +23,7 @@ checkpoint mid-schedule continues with the same masks as an uninterrupted one.
 """
 import tensorflow as tf
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.masked import masked_layers
 from tf_lottery.masks import _WILDCARDS, prunable_layers
@@ -52,8 +53,7 @@ class MaskUpdater:
             entries = [self.exclude] if isinstance(self.exclude, str) else list(self.exclude)
             patterns = [e for e in entries if _WILDCARDS & set(e)]  # masks.excluded_names'
             names = set(entries) - set(patterns)
-            every = {layer.name for layer in model._flatten_layers(include_self=False,
-                                                                   recursive=True)}
+            every = {layer.name for layer in compat.sublayers(model)}
             unknown = sorted(names - every)
             if unknown:
                 raise ConfigError(f"exclude names layers the model does not have: {unknown}")
@@ -111,5 +111,4 @@ def run_updates(model, updaters, dense_gradients=None):
 
             tf.cond(updater.is_update_step(step), update, lambda: tf.constant(False))
 
-    tf.__internal__.distribute.interim.maybe_merge_call(
-        apply, tf.distribute.get_strategy(), dense_gradients)
+    compat.merge_call(apply, dense_gradients)

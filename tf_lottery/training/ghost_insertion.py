@@ -18,6 +18,7 @@ is neither replaced nor used as a block end. Sequential models are converted to 
 import gin
 import keras
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.ghosts import SMOOTH_KINDS, GhostActivation, GhostSkip
 
@@ -52,7 +53,7 @@ def _as_functional(model):
             raise ConfigError("build the Sequential model (give it an input shape) before "
                               "inserting ghosts")
         return keras.Model(model.inputs, model.outputs, name=model.name)
-    if not isinstance(model, keras.Model) or not hasattr(model, "_run_through_graph"):
+    if not isinstance(model, compat.functional_class()):
         raise ConfigError(f"ghost insertion needs a functional or sequential Keras model, got "
                           f"{type(model).__name__}")
     return model
@@ -62,7 +63,7 @@ def _same_inputs(model):
     """Fresh Input tensors named like the model's input layers (clone_model renames them)."""
     return keras.tree.map_structure(
         lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype,
-                              name=t._keras_history.operation.name), model.input)
+                              name=compat.input_layer_name(t)), model.input)
 
 
 def _rebuild(model, call_function):

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.masked import MaskedLayerMixin, masked_layers
 
@@ -35,7 +36,7 @@ from tf_lottery.layers.masked import MaskedLayerMixin, masked_layers
 def _kernel_variable(layer):
     if isinstance(layer, MaskedLayerMixin):
         return layer.raw_kernel
-    kernel = getattr(layer, "_kernel", None)
+    kernel = compat.stored_weight(layer, "kernel")
     if kernel is None:
         kernel = getattr(layer, "kernel", None)
     return kernel if hasattr(kernel, "assign") else None
@@ -46,7 +47,7 @@ def rescalable_layers(model):
     layers = masked_layers(model)
     if layers:
         return layers
-    flat = model._flatten_layers(include_self=False, recursive=True)
+    flat = compat.sublayers(model)
     return [layer for layer in flat if _kernel_variable(layer) is not None]
 
 

@@ -22,6 +22,8 @@ every parameter handed to it (biases and BatchNorm included).
 import keras
 from keras import ops
 
+from tf_lottery import compat
+
 
 class _CoupledWeightDecay:
     """Keeps `weight_decay` away from Keras' decoupled step and adds it to the gradient instead."""
@@ -35,7 +37,7 @@ class _CoupledWeightDecay:
     def _decayed_gradient(self, gradient, variable):
         gradient = ops.cast(gradient, variable.dtype)
         # Keras' own rule for exclude_from_weight_decay (by variable or by name pattern)
-        if self.coupled_weight_decay and self._use_weight_decay(variable):
+        if self.coupled_weight_decay and compat.uses_weight_decay(self, variable):
             gradient = gradient + ops.cast(self.coupled_weight_decay, variable.dtype) * variable
         return gradient
 
@@ -66,7 +68,7 @@ class PyTorchSGD(_CoupledWeightDecay, keras.optimizers.Optimizer):
         lr = ops.cast(learning_rate, variable.dtype)
         g = self._decayed_gradient(gradient, variable)
         if self.momentum:
-            buffer = self.momentum_buffers[self._get_variable_index(variable)]
+            buffer = self.momentum_buffers[compat.variable_index(self, variable)]
             mu = ops.cast(self.momentum, variable.dtype)
             # PyTorch starts the buffer at g₁; μ·0 + g₁ is the same.
             self.assign(buffer, mu * buffer + g)
@@ -102,7 +104,7 @@ class PyTorchAdam(_CoupledWeightDecay, keras.optimizers.Optimizer):
         dtype = variable.dtype
         lr = ops.cast(learning_rate, dtype)
         g = self._decayed_gradient(gradient, variable)
-        index = self._get_variable_index(variable)
+        index = compat.variable_index(self, variable)
         m, v = self.exp_avgs[index], self.exp_avg_sqs[index]
         b1, b2 = ops.cast(self.beta_1, dtype), ops.cast(self.beta_2, dtype)
         t = ops.cast(self.iterations + 1, dtype)
@@ -124,7 +126,7 @@ def last_applied_learning_rate(optimizer):
     Renda et al.'s fine-tuning), not the schedule's value after the last step (0 under cosine)."""
     optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
     optimizer = getattr(optimizer, "weight_optimizer", optimizer)  # ScoreSplitOptimizer
-    schedule = optimizer._learning_rate
+    schedule = compat.learning_rate_schedule(optimizer)
     if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
         step = max(int(ops.convert_to_numpy(optimizer.iterations)) - 1, 0)
         return float(ops.convert_to_numpy(schedule(step)))

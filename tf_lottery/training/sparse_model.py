@@ -16,17 +16,15 @@ Change these lists before `compile` (or call `compile` again afterwards).
 """
 import keras
 import tensorflow as tf
-from keras.src import tree
-from keras.src.losses import loss as loss_module
-from keras.src.trainers.data_adapters import data_adapter_utils
 
+from tf_lottery import compat
 from tf_lottery.training.strategy import is_multi_worker
 
 _PACKAGE = "tf_lottery"
 
 
 @keras.saving.register_keras_serializable(_PACKAGE)
-class SparseModel(keras.Model):
+class SparseModel(compat.LocalBatchSymbolicBuild, keras.Model):
     """Wraps `network` (any Keras model, usually built from masked layers)."""
 
     def __init__(self, network, **kwargs):
@@ -66,7 +64,7 @@ class SparseModel(keras.Model):
     def replace_network(self, network):
         """Run `network` from now on: e.g. the same layers in a graph with ToST's ghost modules
         put in (training) or taken out again. Variables shared by both stay as they are."""
-        self._tracker.replace_tracked_value("layers", self.network, network)
+        compat.replace_tracked_layer(self, self.network, network)
         self.network = network
         self._reset_compiled_functions()
 
@@ -79,9 +77,9 @@ class SparseModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if self.distillation is not None and training:
             # scaled by 1/replicas as Keras scales its own losses (gradients are summed)
-            data_loss = self._aggregate_additional_loss(
-                keras.ops.mean(self.distillation(x, y, y_pred)))
-            loss = data_loss + sum(self._aggregate_additional_loss(l) for l in self.losses)
+            data_loss = compat.aggregate_additional_loss(
+                self, keras.ops.mean(self.distillation(x, y, y_pred)))
+            loss = data_loss + sum(compat.aggregate_additional_loss(self, l) for l in self.losses)
         else:
             loss = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
                                         training=training)
@@ -89,7 +87,7 @@ class SparseModel(keras.Model):
             for name, regularizer in self.regularizers.items():
                 term = tf.cast(regularizer(self), loss.dtype)
                 self._regularizer_values[name] = term
-                loss = loss + self._aggregate_additional_loss(term)
+                loss = loss + compat.aggregate_additional_loss(self, term)
         return loss
 
     def train_step(self, data):
@@ -113,7 +111,7 @@ class SparseModel(keras.Model):
         optimizer applies the gradients (a zero probe added to each effective kernel)."""
         from tf_lottery.sparsity.engine import run_updates
 
-        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         layers = {layer.name: layer for updater in updaters for layer in updater.layers}
         probes = {name: tf.zeros(layer.raw_kernel.shape, tf.float32)
                   for name, layer in layers.items()}
@@ -126,11 +124,9 @@ class SparseModel(keras.Model):
             finally:
                 for layer in layers.values():
                     object.__setattr__(layer, "_dense_gradient_probe", None)
-            loss = self._compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                      training=True)
-            self._loss_tracker.update_state(
-                loss_module.unscale_loss_for_distribution(loss),
-                sample_weight=tf.shape(next(i for i in tree.flatten(x) if i is not None))[0])
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                     training=True)
+            compat.update_loss_metric(self, loss, x)
             loss = self.optimizer.scale_loss(loss)
         weights = self.trainable_weights
         gradients = tape.gradient(loss, list(weights) + list(probes.values()))
@@ -146,7 +142,8 @@ class SparseModel(keras.Model):
         return self._for_cross_worker_mean(super().test_step(data))
 
     # Keras 3.15 and MultiWorkerMirroredStrategy (keras-team/keras#20585): two places where
-    # Keras's own code fails for every model; only the shapes Keras sees change, not the values.
+    # Keras's own code fails for every model; only the shapes Keras sees change, not the values
+    # (the other one, the symbolic build, is compat.LocalBatchSymbolicBuild's).
 
     def _for_cross_worker_mean(self, logs):
         """Logs as 1-element vectors under a multi-worker strategy: Keras averages step logs
@@ -155,19 +152,6 @@ class SparseModel(keras.Model):
             return logs
         return {name: tf.reshape(value, [1]) if len(getattr(value, "shape", ())) == 0 else value
                 for name, value in logs.items()}
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        """Keras reduces the first distributed batch with strategy.reduce('MEAN') only to get
-        its shapes; under a multi-worker strategy that fails on the (x, y) tuple ("Attempt to
-        convert a value (PerReplica...)"). This replica's part of the batch has those shapes."""
-        strategy = self.distribute_strategy
-        if iterator is not None and is_multi_worker(strategy):
-            for _, _, batches in iterator:
-                data_batch = tf.nest.map_structure(
-                    lambda v: strategy.experimental_local_results(v)[0], next(batches))
-                break
-            iterator = None
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def get_config(self):
         return {**super().get_config(),

@@ -4,7 +4,8 @@ use Adam at 3e-4, Savarese et al. Sec. 4.1). It is what `model.compile` sees; it
 and iteration count are those of the weights' optimizer, and a tf.train.Checkpoint of it holds the
 state of both inner optimizers."""
 import keras
-from keras.src.utils import tracking
+
+from tf_lottery import compat
 
 SCORES = "scores"
 
@@ -31,7 +32,7 @@ class ScoreSplitOptimizer(keras.optimizers.Optimizer):
             part[1].append(variable)
         return weights, scores
 
-    @tracking.no_automatic_dependency_tracking
+    @compat.no_automatic_dependency_tracking
     def build(self, var_list):
         var_list = list(var_list)
         self.weight_optimizer.build([v for v in var_list if not is_score(v)])
@@ -40,11 +41,11 @@ class ScoreSplitOptimizer(keras.optimizers.Optimizer):
 
     @property
     def variables(self):
-        return self._variables + self.weight_optimizer.variables + self.score_optimizer.variables
+        return super().variables + self.weight_optimizer.variables + self.score_optimizer.variables
 
     def apply(self, grads, trainable_variables=None):
         if trainable_variables is None:
-            trainable_variables = self._trainable_variables
+            trainable_variables = compat.built_variables(self)
         trainable_variables = list(trainable_variables)
         if not self.built:
             self.build(trainable_variables)
@@ -53,11 +54,11 @@ class ScoreSplitOptimizer(keras.optimizers.Optimizer):
                 self._split(grads, trainable_variables)):
             if part_vars:
                 optimizer.apply(part_grads, part_vars)
-        self._iterations.assign_add(1)
+        compat.iterations_variable(self).assign_add(1)
 
     @property
     def iterations(self):
-        return self._iterations
+        return compat.iterations_variable(self)
 
     @property
     def learning_rate(self):
