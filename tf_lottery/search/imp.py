@@ -14,11 +14,15 @@ from disk on a rerun) and
 
     rewind_to       round r starts from                      and trains with
     'init'          θ0 (Frankle & Carbin 2019)               the recipe's full schedule
-    '2ep', '500it'  θ_k, k steps into round 0 (weight        steps k..T of the schedule: T-k
-                    rewinding, Frankle et al. 2020a:         steps, rounded up to whole epochs
+    '2ep', '0.5ep', θ_k, k steps into round 0 (weight        steps k..T of the schedule: T-k
+    '500it'         rewinding, Frankle et al. 2020a:         steps, rounded up to whole epochs
                     A^{k->T}(m⊙θ_k))
     'lr'            θ_T of round r-1 (Renda et al. 2020)     the full schedule, restarted
     'finetune'      θ_T of round r-1                         a constant rate: round r-1's last
+
+The rewind points are search/rewind.py's, as for every search: dense weights in
+workdir/init/rewind_<rewind_to>.npz, θ_k saved by its RewindPointSaver during round 0 (a workdir
+of an older version, with init/rewind_<k>it.weights.h5, still resumes: rewind.load_rewind_point).
 
 `structure='channels'` prunes whole channels instead of weights (sparsity.channels): step 1
 removes `prune_fraction` of the remaining channels of each channel group (scope='layerwise') or
@@ -61,7 +65,6 @@ point from `connectivity_bn_batches` training batches:
 import dataclasses
 import math
 import os
-import re
 
 import gin
 import keras
@@ -75,6 +78,9 @@ from tf_lottery.pruning.random import random_masks_like
 from tf_lottery.pruning.selection import SCOPES, prune_count
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
+from tf_lottery.search.rewind import (INIT, check_rewind_point, load_rewind_point,
+                                      rewind_point_saver, rewind_steps, rewind_to_point,
+                                      save_init_point)
 from tf_lottery.sparsity.channels import (SlimmingPenalty, channel_fraction,
                                           check_channel_pruning, check_criterion,
                                           prune_channels)
@@ -83,26 +89,14 @@ from tf_lottery.search.fixed_mask import (build_fixed_mask_model, build_network,
 from tf_lottery.training.fitting import fit_round
 from tf_lottery.training.repulsion import REPULSION, RepulsionLoss
 
-REWIND_MODES = ("init", "lr", "finetune")
+REWIND_MODES = ("init", "lr", "finetune")  # besides the rewind points '<N>ep' and '<N>it'
 CONTROLS = ("reinit", "random_prune")
 CONNECTIVITY = ("copies", "rounds")
 STRUCTURES = ("weights", "channels")
 SLIMMING = "slimming_penalty"
-_TIME = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ep|it)\s*$")
 _CONTROL_SEED_STRIDE = 7919  # control seed of round r: experiment seed + stride·r
 _COPY_DATA_SEED_OFFSET = 104729  # the LMC copy's data seed: the dataset's seed + offset
 MAX_ROUNDS = 1000
-
-
-def parse_rewind_point(rewind_to, steps_per_epoch):
-    """Optimizer steps k of a time string: '2ep' -> 2·steps_per_epoch, '500it' -> 500; fractional
-    epochs round to the nearest step."""
-    match = _TIME.match(str(rewind_to))
-    if not match:
-        raise ConfigError(f"IMPSearch.rewind_to must be one of {REWIND_MODES} or a time like "
-                          f"'2ep' or '500it', got {rewind_to!r}")
-    amount, unit = float(match.group(1)), match.group(2)
-    return int(round(amount * steps_per_epoch)) if unit == "ep" else int(amount)
 
 
 def rounds_to_reach(layer_sizes, target_sparsity, prune_fraction=None, scope="global",
@@ -149,20 +143,6 @@ class StepOffsetSchedule(keras.optimizers.schedules.LearningRateSchedule):
     @classmethod
     def from_config(cls, config):
         return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["offset"])
-
-
-class RewindPointSaver(keras.callbacks.Callback):
-    """Saves the network's weights once the optimizer has taken `step` steps (θ_k of weight
-    rewinding). The file is written atomically before the epoch's checkpoint, so a run resumed
-    after that point finds it, and a run resumed before it passes the step again."""
-
-    def __init__(self, network, path, step):
-        super().__init__()
-        self.network, self.path, self.step = network, path, int(step)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
-            rounds.save_weights(self.path, self.network)
 
 
 @gin.configurable
@@ -273,8 +253,8 @@ class IMPSearch(RoundSearch):
             target_sparsity = check_fraction("IMPSearch.target_sparsity", target_sparsity)
         if num_rounds is not None and int(num_rounds) < 1:
             raise ConfigError(f"IMPSearch.num_rounds must be >= 1, got {num_rounds!r}")
-        if rewind_to not in REWIND_MODES:
-            parse_rewind_point(rewind_to, 1)  # a ConfigError now if it is not a time either
+        check_rewind_point(rewind_to, "IMPSearch.rewind_to", allow_none=False,
+                           also=("lr", "finetune"))
         super().__init__(num_rounds=num_rounds or 1, recipe=recipe)
         self.prune_fraction = prune_fraction
         self.target_sparsity = target_sparsity
@@ -317,9 +297,13 @@ class IMPSearch(RoundSearch):
             self.num_rounds = rounds_to_reach(sizes, self.target_sparsity, self.prune_fraction,
                                               self.scope, self.fractions)
         steps_per_epoch = self._steps_per_epoch = experiment.dataset.steps_per_epoch
-        self.rewind_step = None
-        if self.rewind_to not in REWIND_MODES:
-            self.rewind_step = parse_rewind_point(self.rewind_to, steps_per_epoch)
+        # rewind_point: the rewind.py point rounds r > 0 start from ('init' for k = 0), or None
+        self.rewind_step, self.rewind_point = None, None
+        if self.rewind_to == INIT:
+            self.rewind_point = INIT
+        elif self.rewind_to not in ("lr", "finetune"):
+            self.rewind_step = rewind_steps(self.rewind_to, steps_per_epoch, "IMPSearch.rewind_to")
+            self.rewind_point = self.rewind_to if self.rewind_step else INIT
             total = self.recipe.epochs * steps_per_epoch
             if self.rewind_step >= total:
                 raise ConfigError(f"rewind_to={self.rewind_to!r} is step {self.rewind_step}, "
@@ -327,22 +311,20 @@ class IMPSearch(RoundSearch):
         self._optima = {}
         return model
 
-    def rewind_path(self, experiment):
-        """Where the weights rounds r > 0 rewind to are: workdir/init/weights.weights.h5 (θ0) for
-        'init' or k = 0, else workdir/init/rewind_<k>it.weights.h5 (θ_k, saved in round 0)."""
-        if not self.rewind_step:
-            return os.path.join(rounds.init_dir(experiment.workdir), rounds.WEIGHTS_FILE)
-        return os.path.join(rounds.init_dir(experiment.workdir),
-                            f"rewind_{self.rewind_step}it.weights.h5")
+    def on_init(self, model, experiment):
+        if self.rewind_point == INIT:
+            save_init_point(experiment.workdir, model.network)
 
     def ticket_weights(self, experiment):
-        """The weights the final ticket (the last round's mask) is trained from: θ0, θ_k, or
-        for 'lr'/'finetune' the trained weights of the round before it."""
+        """The weights the final ticket (the last round's mask) is trained from: θ0, θ_k (the
+        rewind point's dense weights), or for 'lr'/'finetune' the trained weights of the round
+        before it."""
         if self.num_rounds > 1 and self.rewind_to in ("lr", "finetune"):
             return rounds.round_weights_path(experiment.workdir, self.num_rounds - 2)
-        if self.num_rounds == 1:
+        if self.num_rounds == 1 or self.rewind_point == INIT:
             return os.path.join(rounds.init_dir(experiment.workdir), rounds.WEIGHTS_FILE)
-        return self.rewind_path(experiment)
+        return load_rewind_point(self.model.network, experiment.workdir, self.rewind_point,
+                                 self._steps_per_epoch)
 
     # -- rounds ------------------------------------------------------------------------------
 
@@ -365,13 +347,15 @@ class IMPSearch(RoundSearch):
         self._round_start = network.get_weights()  # for the random-prune control and LMC copy
 
     def _rewind(self, network, experiment):
-        if self.rewind_to in ("lr", "finetune"):
-            return  # keep θ_T of the previous round
-        path = self.rewind_path(experiment)
-        if not os.path.exists(path):
-            raise TrainingError(f"the rewind point {path} was not saved in round 0 (was round 0 "
-                                f"run with another rewind_to?); rerun in a new workdir")
-        network.load_weights(path)
+        if self.rewind_point is None:
+            return  # 'lr', 'finetune': keep θ_T of the previous round
+        try:
+            rewind_to_point(network, experiment.workdir, self.rewind_point,
+                            self._steps_per_epoch)
+        except ConfigError as e:
+            raise TrainingError(f"the rewind point {self.rewind_to!r} was not saved in round 0 "
+                                f"(was round 0 run with another rewind_to?); rerun in a new "
+                                f"workdir ({e})") from None
 
     def _optimum(self, network, index, experiment):
         """{layer: kernel} at the end of round `index` (kept in memory, else read from its
@@ -403,8 +387,10 @@ class IMPSearch(RoundSearch):
 
     def round_callbacks(self, model, index, experiment):
         if index == 0 and self.rewind_step:
-            return [RewindPointSaver(model.network, self.rewind_path(experiment),
-                                     self.rewind_step)]
+            saver = rewind_point_saver(model.network, experiment.workdir, [self.rewind_point],
+                                       self._steps_per_epoch,
+                                       self.recipe.epochs * self._steps_per_epoch)
+            return [saver]
         return []
 
     def ticket_masks(self, model):
