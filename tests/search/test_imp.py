@@ -13,7 +13,7 @@ from tf_lottery.experiment import Experiment
 from tf_lottery.export import load_ticket, save_ticket
 from tf_lottery.layers import weight_initializer
 from tf_lottery.pruning.selection import prune_count
-from tf_lottery.search import imp as imp_module
+from tf_lottery.search import side_run as side_run_module
 from tf_lottery.search import rounds
 from tf_lottery.search.imp import IMPSearch, accuracy_table, rounds_to_reach
 from tf_lottery.search.rewind import dense_weights, load_dense_weights, rewind_steps
@@ -341,19 +341,19 @@ def test_one_shot_prunes_to_the_target_at_once_and_keeps_excluded_layers(tmp_pat
 # -- controls ------------------------------------------------------------------------------------
 
 class FitRecorder:
-    """Replaces imp.fit_round (used only for controls and LMC copies) to record the state and
-    the data a side run starts from."""
+    """Replaces side_run.fit_round (the training of controls and LMC copies) to record the state
+    and the data a side run starts from."""
 
     def __init__(self, monkeypatch):
         self.calls, self.datasets = [], []
-        original = imp_module.fit_round
+        original = side_run_module.fit_round
 
         def fit_round(model, dataset, optimizer, loss, epochs, directory, **kw):
             self.calls.append((directory, epochs, _state(model.network)))
             self.datasets.append(dataset)
             return original(model, dataset, optimizer, loss, epochs, directory, **kw)
 
-        monkeypatch.setattr(imp_module, "fit_round", fit_round)
+        monkeypatch.setattr(side_run_module, "fit_round", fit_round)
 
 
 @needs_fashion_mnist
@@ -388,12 +388,12 @@ def test_reinit_control_same_mask_fresh_weights_and_resumes(tmp_path, monkeypatc
     for layer in ("fc1", "output"):
         np.testing.assert_array_equal(network.get_layer(layer).raw_kernel.numpy(),
                                       _kernel(recorder.trained[1], layer))
-    # a rerun of the unfinished round finds the control's checkpoints and trains nothing again
+    # a rerun of the unfinished round reads the finished control back and trains nothing again
     os.remove(os.path.join(rounds.round_dir(str(tmp_path), 1), rounds.METRICS_FILE))
     again = IMPSearch(prune_fraction=0.5, num_rounds=2, evaluate_controls=True,
                       recipe=_recipe())
     rerun = _experiment(tmp_path, again).run()
-    assert len(fits.calls) == 2 and rerun[1]["control_history"] == results[1]["control_history"]
+    assert len(fits.calls) == 1 and rerun[1]["control_history"] == results[1]["control_history"]
     assert rerun[1]["control_test_accuracy"] == results[1]["control_test_accuracy"]
     assert rerun[1]["test_accuracy"] == results[1]["test_accuracy"]
 

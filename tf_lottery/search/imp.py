@@ -78,6 +78,7 @@ from tf_lottery.pruning.random import random_masks_like
 from tf_lottery.pruning.selection import SCOPES, prune_count
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
+from tf_lottery.search.side_run import evaluation_summary, train_side_run
 from tf_lottery.search.rewind import (INIT, check_rewind_point, load_rewind_point,
                                       rewind_point_saver, rewind_steps, rewind_to_point,
                                       save_init_point)
@@ -86,7 +87,6 @@ from tf_lottery.sparsity.channels import (SlimmingPenalty, channel_fraction,
                                           prune_channels)
 from tf_lottery.search.fixed_mask import (build_fixed_mask_model, build_network,
                                           layer_masks)
-from tf_lottery.training.fitting import fit_round
 from tf_lottery.training.repulsion import REPULSION, RepulsionLoss
 
 REWIND_MODES = ("init", "lr", "finetune")  # besides the rewind points '<N>ep' and '<N>it'
@@ -438,22 +438,22 @@ class IMPSearch(RoundSearch):
     def control_seed(self, index, experiment):
         return experiment.seed + _CONTROL_SEED_STRIDE * index
 
-    def _train_side_run(self, model, index, experiment, subdir, start_weights, dataset):
+    def _train_side_run(self, model, index, experiment, subdir, start_weights, dataset,
+                        summarize, keep_weights=False):
         """Train round `index` again on the same model from `start_weights` (a get_weights list,
-        masks included) on `dataset`, in round_NN/<subdir>/ (resumable), then put the ticket's
-        trained state back. Returns (history, test evaluation, masks, trained weights)."""
+        masks included) on `dataset` as a side run in round_NN/<subdir>/ (side_run.py:
+        resumable, read back once finished), then put the ticket's trained state back.
+        Returns (the side run's result, its trained weights or None)."""
         network = model.network
         trained = network.get_weights()
         try:
             network.set_weights(start_weights)
-            with experiment.strategy.scope():
-                optimizer = self.make_optimizer(index, experiment)
-            history = fit_round(
-                model, dataset, optimizer, self.recipe.make_loss(), self.round_epochs(index),
-                os.path.join(rounds.round_dir(experiment.workdir, index), subdir),
-                jit_compile=self.recipe.jit_compile, verbose=experiment.verbose)
-            evaluation = model.evaluate(dataset.test, verbose=0, return_dict=True)
-            return history, evaluation, self.ticket_masks(model), network.get_weights()
+            result = train_side_run(
+                model, os.path.join(rounds.round_dir(experiment.workdir, index), subdir),
+                dataset, lambda: self.make_optimizer(index, experiment), self.recipe.make_loss(),
+                self.round_epochs(index), jit_compile=self.recipe.jit_compile,
+                verbose=experiment.verbose, summarize=summarize, keep_weights=keep_weights)
+            return result, network.get_weights() if keep_weights else None
         finally:
             network.set_weights(trained)
 
@@ -473,16 +473,21 @@ class IMPSearch(RoundSearch):
             masks_lib.set_masks(network, random_masks_like(ticket, seed=seed))
         start = network.get_weights()
         network.set_weights(current)
-        history, evaluation, control_masks, _ = self._train_side_run(
-            model, index, experiment, "control", start, experiment.dataset)
-        remaining, total = masks_lib.count(control_masks)
-        last = history[-1] if history else {}
-        return {"control_seed": seed, "control_test_accuracy": float(evaluation["accuracy"]),
-                "control_test_loss": float(evaluation["loss"]),
-                "control_train_accuracy": last.get("accuracy"),
-                "control_remaining_fraction": remaining / total,
-                "control_layer_densities": masks_lib.layer_densities(control_masks),
-                "control_history": history}
+
+        def summarize(model, history, evaluation):
+            control_masks = self.ticket_masks(model)
+            remaining, total = masks_lib.count(control_masks)
+            last = history[-1] if history else {}
+            return {"control_seed": seed, "control_test_accuracy": float(evaluation["accuracy"]),
+                    "control_test_loss": float(evaluation["loss"]),
+                    "control_train_accuracy": last.get("accuracy"),
+                    "control_remaining_fraction": remaining / total,
+                    "control_layer_densities": masks_lib.layer_densities(control_masks),
+                    "control_history": history}
+
+        result, _ = self._train_side_run(model, index, experiment, "control", start,
+                                         experiment.dataset, summarize)
+        return result
 
     # -- linear mode connectivity ------------------------------------------------------------
 
@@ -491,12 +496,13 @@ class IMPSearch(RoundSearch):
         another data order, and the line between the two trained networks."""
         dataset = dataclasses.replace(experiment.dataset,
                                       seed=experiment.dataset.seed + _COPY_DATA_SEED_OFFSET)
-        _, evaluation, _, copy = self._train_side_run(model, index, experiment, "lmc_copy",
-                                                      self._round_start, dataset)
+        result, copy = self._train_side_run(model, index, experiment, "lmc_copy",
+                                            self._round_start, dataset, evaluation_summary,
+                                            keep_weights=True)
         return {"lmc": self._linear_path(model, model.network.get_weights(), copy, experiment,
                                          between=["ticket", "copy"]),
                 "lmc_copy_data_seed": dataset.seed,
-                "lmc_copy_test_accuracy": float(evaluation["accuracy"])}
+                "lmc_copy_test_accuracy": result["test_accuracy"]}
 
     def _linear_path(self, model, weights_a, weights_b, experiment, between):
         dataset = experiment.dataset
