@@ -40,12 +40,15 @@ One-shot magnitude pruning (OMP) is the two-round case: round 0 trains dense, be
 prunes to the target sparsity at once, round 1 trains the ticket (`one_shot=True,
 target_sparsity=s` is prune_fraction=s, num_rounds=2).
 
-Controls (`evaluate_controls=True`): after round r > 0 trains its ticket, the same round trains a
-control for the same epochs with the same optimizer and loss, in round_NN/control/ (resumable),
-and records `control_test_accuracy`: control='reinit' keeps the mask m_r and draws fresh weights
+Controls (`evaluate_controls=True`) and linear mode connectivity (`linear_connectivity`) are the
+evaluators of search/evaluators.py, which any search can have (Experiment.evaluators); IMP's
+arguments build them: after round r trains its ticket, the same round trains a control for the
+same epochs with the same optimizer and loss, in round_NN/control/ (a side run: resumable), and
+records `control_test_accuracy`: control='reinit' keeps the mask m_r and draws fresh weights
 with another seed (Frankle & Carbin 2019, random reinitialisation); control='random_prune' keeps
 the starting weights and places each layer's kept count at random (random_masks_like; Frankle et
-al. 2020b). Round 0 is dense and has no control.
+al. 2020b). Round 0 is dense and has no control. IMP's side runs train on its own model as the
+round did (side_run.RoundModelTrainer: the round's optimizer, epochs, loss and regularisers).
 
 `repulsion_strength` λ_r != 0 adds Maene et al.'s J_r (training/repulsion.py) in every round
 r > 0, over the trained weights of all rounds before it.
@@ -62,7 +65,6 @@ point from `connectivity_bn_batches` training batches:
     'rounds'  (metrics['lmc_rounds'], Maene Sec. 4.3) the line joins round r-1's and round r's
               trained networks (r > 0).
 """
-import dataclasses
 import math
 import os
 
@@ -71,31 +73,25 @@ import keras
 import numpy as np
 
 from tf_lottery import masks as masks_lib
-from tf_lottery.analysis.connectivity import linear_path_metrics
 from tf_lottery.errors import ConfigError, TrainingError, check_fraction
 from tf_lottery.pruning.magnitude import frankle_carbin_fractions, magnitude_masks
-from tf_lottery.pruning.random import random_masks_like
 from tf_lottery.pruning.selection import SCOPES, prune_count
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
-from tf_lottery.search.side_run import evaluation_summary, train_side_run
+from tf_lottery.search.evaluators import CONNECTIVITY, CONTROLS, Control, LinearModeConnectivity
+from tf_lottery.search.side_run import RoundModelTrainer
 from tf_lottery.search.rewind import (INIT, check_rewind_point, load_rewind_point,
                                       rewind_point_saver, rewind_steps, rewind_to_point,
                                       save_init_point)
 from tf_lottery.sparsity.channels import (SlimmingPenalty, channel_fraction,
                                           check_channel_pruning, check_criterion,
                                           prune_channels)
-from tf_lottery.search.fixed_mask import (build_fixed_mask_model, build_network,
-                                          layer_masks)
+from tf_lottery.search.fixed_mask import build_fixed_mask_model, layer_masks
 from tf_lottery.training.repulsion import REPULSION, RepulsionLoss
 
 REWIND_MODES = ("init", "lr", "finetune")  # besides the rewind points '<N>ep' and '<N>it'
-CONTROLS = ("reinit", "random_prune")
-CONNECTIVITY = ("copies", "rounds")
 STRUCTURES = ("weights", "channels")
 SLIMMING = "slimming_penalty"
-_CONTROL_SEED_STRIDE = 7919  # control seed of round r: experiment seed + stride·r
-_COPY_DATA_SEED_OFFSET = 104729  # the LMC copy's data seed: the dataset's seed + offset
 MAX_ROUNDS = 1000
 
 
@@ -255,7 +251,11 @@ class IMPSearch(RoundSearch):
             raise ConfigError(f"IMPSearch.num_rounds must be >= 1, got {num_rounds!r}")
         check_rewind_point(rewind_to, "IMPSearch.rewind_to", allow_none=False,
                            also=("lr", "finetune"))
-        super().__init__(num_rounds=num_rounds or 1, recipe=recipe)
+        evaluators = [Control(control)] if evaluate_controls else []
+        if linear_connectivity:
+            evaluators.append(LinearModeConnectivity(linear_connectivity, connectivity_points,
+                                                     connectivity_bn_batches))
+        super().__init__(num_rounds=num_rounds or 1, recipe=recipe, evaluators=evaluators)
         self.prune_fraction = prune_fraction
         self.target_sparsity = target_sparsity
         self.scope = scope
@@ -344,7 +344,6 @@ class IMPSearch(RoundSearch):
                 optima = [self._optimum(network, r, experiment) for r in range(index)]
                 model.add_regularizer(REPULSION, RepulsionLoss(self.layers, optima,
                                                                self.repulsion_strength))
-        self._round_start = network.get_weights()  # for the random-prune control and LMC copy
 
     def _rewind(self, network, experiment):
         if self.rewind_point is None:
@@ -410,106 +409,15 @@ class IMPSearch(RoundSearch):
         if regularizer is not None:
             metrics["squared_cosines_to_previous"] = [
                 float(c) for c in np.asarray(regularizer.squared_cosines())]
-        if self.evaluate_controls:
-            metrics["control"] = self.control
-            metrics.update(self._train_control(model, index, experiment) if index > 0 else
-                           {"control_test_accuracy": None})
-        if "copies" in self.linear_connectivity:
-            metrics.update(self._train_copy(model, index, experiment))
-        if "rounds" in self.linear_connectivity and index > 0:
-            previous = rounds.round_weights_path(experiment.workdir, index - 1)
-            metrics["lmc_rounds"] = self._linear_path(model, previous, model.network.get_weights(),
-                                                      experiment, between=[index - 1, index])
         return metrics
+
+    def ticket_trainer(self, model, index, experiment):
+        """Controls and LMC copies train on IMP's own model as the round did."""
+        return RoundModelTrainer(self, model, index, experiment)
 
     def end_round(self, model, index, metrics, experiment):
         if self.repulsion_strength:
             self._optima[index] = _kernels(self.layers)
-        self._round_start = None
-
-    def describe_round(self, index, metrics):
-        text = super().describe_round(index, metrics)
-        if metrics.get("control_test_accuracy") is not None:
-            text += f", {metrics['control']} control {metrics['control_test_accuracy']:.4f}"
-        return text
-
-    # -- controls ----------------------------------------------------------------------------
-
-    def control_seed(self, index, experiment):
-        return experiment.seed + _CONTROL_SEED_STRIDE * index
-
-    def _train_side_run(self, model, index, experiment, subdir, start_weights, dataset,
-                        summarize, keep_weights=False):
-        """Train round `index` again on the same model from `start_weights` (a get_weights list,
-        masks included) on `dataset` as a side run in round_NN/<subdir>/ (side_run.py:
-        resumable, read back once finished), then put the ticket's trained state back.
-        Returns (the side run's result, its trained weights or None)."""
-        network = model.network
-        trained = network.get_weights()
-        try:
-            network.set_weights(start_weights)
-            result = train_side_run(
-                model, os.path.join(rounds.round_dir(experiment.workdir, index), subdir),
-                dataset, lambda: self.make_optimizer(index, experiment), self.recipe.make_loss(),
-                self.round_epochs(index), jit_compile=self.recipe.jit_compile,
-                verbose=experiment.verbose, summarize=summarize, keep_weights=keep_weights)
-            return result, network.get_weights() if keep_weights else None
-        finally:
-            network.set_weights(trained)
-
-    def _train_control(self, model, index, experiment):
-        """Train round `index`'s control in round_NN/control/; returns the control's metrics."""
-        network = model.network
-        ticket = self.ticket_masks(model)
-        seed = self.control_seed(index, experiment)
-        current = network.get_weights()
-        if self.control == "reinit":
-            fresh = build_network(experiment, self.weight_init, seed, self.model_kwargs)
-            network.set_weights(fresh.get_weights())
-            del fresh
-            masks_lib.set_masks(network, ticket)
-        else:
-            network.set_weights(self._round_start)
-            masks_lib.set_masks(network, random_masks_like(ticket, seed=seed))
-        start = network.get_weights()
-        network.set_weights(current)
-
-        def summarize(model, history, evaluation):
-            control_masks = self.ticket_masks(model)
-            remaining, total = masks_lib.count(control_masks)
-            last = history[-1] if history else {}
-            return {"control_seed": seed, "control_test_accuracy": float(evaluation["accuracy"]),
-                    "control_test_loss": float(evaluation["loss"]),
-                    "control_train_accuracy": last.get("accuracy"),
-                    "control_remaining_fraction": remaining / total,
-                    "control_layer_densities": masks_lib.layer_densities(control_masks),
-                    "control_history": history}
-
-        result, _ = self._train_side_run(model, index, experiment, "control", start,
-                                         experiment.dataset, summarize)
-        return result
-
-    # -- linear mode connectivity ------------------------------------------------------------
-
-    def _train_copy(self, model, index, experiment):
-        """Frankle et al. 2020 instability: the round trained again from its starting point with
-        another data order, and the line between the two trained networks."""
-        dataset = dataclasses.replace(experiment.dataset,
-                                      seed=experiment.dataset.seed + _COPY_DATA_SEED_OFFSET)
-        result, copy = self._train_side_run(model, index, experiment, "lmc_copy",
-                                            self._round_start, dataset, evaluation_summary,
-                                            keep_weights=True)
-        return {"lmc": self._linear_path(model, model.network.get_weights(), copy, experiment,
-                                         between=["ticket", "copy"]),
-                "lmc_copy_data_seed": dataset.seed,
-                "lmc_copy_test_accuracy": result["test_accuracy"]}
-
-    def _linear_path(self, model, weights_a, weights_b, experiment, between):
-        dataset = experiment.dataset
-        return linear_path_metrics(
-            model.network, weights_a, weights_b, dataset.test, self.connectivity_points,
-            bn_reset_data=dataset.train_batches().take(self.connectivity_bn_batches),
-            between=between)
 
 
 def _kernels(layers):

@@ -162,9 +162,10 @@ def rewind(network, path):
     assign_dense_weights(network, load_dense_weights(path))
 
 
-def _load_legacy(network, path):
-    """The dense weights of an older IMP rewind file (a Keras weights file of the whole
-    network), read without touching the network's masks, scores or rule state."""
+def dense_weights_from_file(network, path):
+    """The dense weights in a Keras weights file of the whole network (a round's
+    weights.weights.h5, an older IMP rewind file), read through `network` (a SparseModel stands
+    for its network), whose own state is left as it was."""
     network = network_of(network)
     current = network.get_weights()
     try:
@@ -182,7 +183,7 @@ def load_rewind_point(network, workdir, spec, steps_per_epoch):
     if not os.path.exists(path):
         legacy = legacy_rewind_path(workdir, rewind_steps(spec, steps_per_epoch))
         if os.path.exists(legacy):
-            return _load_legacy(network, legacy)
+            return dense_weights_from_file(network, legacy)
     return load_dense_weights(path)
 
 
