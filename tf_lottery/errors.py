@@ -41,3 +41,26 @@ def check_positive(name, value):
     if not ok:
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
+
+
+def check_choice(name, value, choices):
+    """Return `value` if it is one of `choices`, else a ConfigError "<name> must be one of
+    <choices>, got <value>" (the one form of that message in the package)."""
+    try:
+        ok = value in choices
+    except TypeError:  # an unhashable value against a set or dict
+        ok = False
+    if not ok:
+        shown = sorted(choices) if isinstance(choices, (set, frozenset, dict)) else list(choices)
+        raise ConfigError(f"{name} must be one of {shown}, got {value!r}")
+    return value
+
+
+def check_subset(name, values, choices):
+    """Return `values` (a string counts as a one-element list) as a tuple if every element is
+    one of `choices`, else a ConfigError naming the unknown ones."""
+    values = (values,) if isinstance(values, str) else tuple(values)
+    unknown = sorted({str(v) for v in values} - {str(c) for c in choices})
+    if unknown:
+        raise ConfigError(f"{name} takes a subset of {tuple(choices)}, got {unknown}")
+    return values

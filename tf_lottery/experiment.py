@@ -58,11 +58,15 @@ class Experiment:
         their records land in the round's metrics.json under 'analysis' (a round resumed from
         a mid-round checkpoint keeps only the records after the restart; history.json keeps all).
       analysis_batches: how many test batches that data holds.
+      evaluators: measurements of every round's ticket, for any search, run after the round's
+        training (search/evaluators.py: `Experiment.evaluators = [@Control(),
+        @LinearModeConnectivity()]`): random controls and linear mode connectivity; they
+        add to the search's own (IMPSearch's evaluate_controls, linear_connectivity).
     """
 
     def __init__(self, workdir, search=gin.REQUIRED, model_fn=gin.REQUIRED, seed=0,
                  strategy="default", verbose="auto", tensorboard=True, dataset=None,
-                 analysis_callbacks=(), analysis_batches=1):
+                 analysis_callbacks=(), analysis_batches=1, evaluators=()):
         self.search = search
         self.model_fn = model_fn
         self.seed = int(seed)
@@ -75,6 +79,9 @@ class Experiment:
         self._dataset = dataset
         self._analysis_factories = list(analysis_callbacks)
         self.analysis_batches = int(analysis_batches)
+        from tf_lottery.search.evaluators import check_unique
+
+        self.evaluators = check_unique(evaluators)
 
     @property
     def dataset(self):

@@ -13,9 +13,10 @@ from tf_lottery.experiment import Experiment
 from tf_lottery.export import load_ticket, save_ticket
 from tf_lottery.layers import weight_initializer
 from tf_lottery.pruning.selection import prune_count
-from tf_lottery.search import imp as imp_module
+from tf_lottery.search import side_run as side_run_module
 from tf_lottery.search import rounds
-from tf_lottery.search.imp import IMPSearch, accuracy_table, parse_rewind_point, rounds_to_reach
+from tf_lottery.search.imp import IMPSearch, accuracy_table, rounds_to_reach
+from tf_lottery.search.rewind import dense_weights, load_dense_weights, rewind_steps
 from tf_lottery.training.recipe import TrainingRecipe
 
 # mlp(): fc1 784x16 and output 16x10
@@ -103,12 +104,14 @@ def _assert_same_except_masks(state, reference, masks_of):
 # -- settings ------------------------------------------------------------------------------------
 
 def test_parse_rewind_point():
-    assert parse_rewind_point("2ep", 390) == 780
-    assert parse_rewind_point("500it", 390) == 500
-    assert parse_rewind_point("0.5ep", 4) == 2
-    for bad in ("2", "2 epochs", "ep", "-1it", 2):
+    # IMP's times are search/rewind.py's, the same for every search
+    assert rewind_steps("2ep", 390) == 780
+    assert rewind_steps("500it", 390) == 500
+    assert rewind_steps("0.5ep", 4) == 2
+    for bad in ("2", "2 epochs", "ep", "-1it", 2, "1.5it"):
         with pytest.raises(ConfigError, match="rewind_to"):
-            parse_rewind_point(bad, 4)
+            rewind_steps(bad, 4)
+    IMPSearch(prune_fraction=0.2, num_rounds=3, rewind_to="0.5ep")  # as IMP accepted before
 
 
 def test_rounds_to_reach_counts_like_magnitude_pruning():
@@ -213,8 +216,13 @@ def test_weight_rewinding_restores_theta_k_and_its_learning_rate(tmp_path):
     recorder = Recorder(search, step=STEPS_PER_EPOCH)
     experiment = _experiment(tmp_path, search)
     results = experiment.run()
-    assert os.path.exists(tmp_path / "init" / "rewind_4it.weights.h5")
-    assert search.ticket_weights(experiment) == str(tmp_path / "init" / "rewind_4it.weights.h5")
+    # θ_k is a rewind point of search/rewind.py (dense weights, .npz), what the ticket stores
+    point = load_dense_weights(str(tmp_path / "init" / "rewind_1ep.npz"))
+    ticket_weights = search.ticket_weights(experiment)
+    assert sorted(ticket_weights) == sorted(point)
+    for key, value in point.items():
+        np.testing.assert_array_equal(ticket_weights[key], value)
+    np.testing.assert_array_equal(point["fc1/kernel"], _kernel(recorder.at_step, "fc1"))
     assert [r["epochs"] for r in results] == [2, 1]
     assert results[1]["rewind_step"] == 4
     _assert_same_except_masks(recorder.starts[1], recorder.at_step, recorder.starts[1])
@@ -223,6 +231,39 @@ def test_weight_rewinding_restores_theta_k_and_its_learning_rate(tmp_path):
     assert recorder.learning_rates[0][0] == pytest.approx(0.1)
     assert recorder.learning_rates[1][0] == pytest.approx(recipe.learning_rate_at(1.0))
     assert recorder.learning_rates[1][0] == pytest.approx(0.05)
+
+
+@needs_fashion_mnist
+def test_workdir_of_the_older_rewind_format_still_resumes(tmp_path):
+    """A workdir written before IMP used search/rewind.py holds θ_k as a Keras weights file of
+    the whole network, init/rewind_<k>it.weights.h5: a rerun rewinds to it."""
+    recipe = _recipe(epochs=2)
+    first = IMPSearch(prune_fraction=0.5, num_rounds=2, rewind_to="1ep", recipe=recipe)
+    experiment = _experiment(tmp_path, first)
+    model = first.build(experiment)
+    model(next(iter(experiment.dataset.test))[0][:1])
+    # the older layout: init/ and a complete round 0, θ_k only in the older format (here θ0 + 1,
+    # so that the test tells it from anything else)
+    rounds.save_init(str(tmp_path), model.network)
+    network = model.network
+    theta_k = {key: value + 1.0 for key, value in dense_weights(network).items()}
+    for layer in ("fc1", "output"):
+        network.get_layer(layer).raw_kernel.assign(theta_k[f"{layer}/kernel"])
+        network.get_layer(layer).bias.assign(theta_k[f"{layer}/bias"])
+    rounds.save_weights(str(tmp_path / "init" / "rewind_4it.weights.h5"), network)
+    rounds.save_round(str(tmp_path), 0, network, first.ticket_masks(model),
+                      {"search_epochs": 2, "final_learning_rate": 0.1, "test_accuracy": 0.5})
+    search = IMPSearch(prune_fraction=0.5, num_rounds=2, rewind_to="1ep", recipe=recipe)
+    recorder = Recorder(search)
+    results = _experiment(tmp_path, search).run()
+    assert len(results) == 2 and not os.path.exists(tmp_path / "init" / "rewind_1ep.npz")
+    for layer in ("fc1", "output"):
+        mask = _mask(recorder.starts[0], layer) > 0
+        assert 0 < mask.sum() < mask.size  # pruned, then rewound to the older file's θ_k
+        np.testing.assert_array_equal(_kernel(recorder.starts[0], layer)[mask],
+                                      theta_k[f"{layer}/kernel"][mask])
+    ticket_weights = search.ticket_weights(_experiment(tmp_path, search))
+    np.testing.assert_array_equal(ticket_weights["fc1/kernel"], theta_k["fc1/kernel"])
 
 
 @needs_fashion_mnist
@@ -300,19 +341,19 @@ def test_one_shot_prunes_to_the_target_at_once_and_keeps_excluded_layers(tmp_pat
 # -- controls ------------------------------------------------------------------------------------
 
 class FitRecorder:
-    """Replaces imp.fit_round (used only for controls and LMC copies) to record the state and
-    the data a side run starts from."""
+    """Replaces side_run.fit_round (the training of controls and LMC copies) to record the state
+    and the data a side run starts from."""
 
     def __init__(self, monkeypatch):
         self.calls, self.datasets = [], []
-        original = imp_module.fit_round
+        original = side_run_module.fit_round
 
         def fit_round(model, dataset, optimizer, loss, epochs, directory, **kw):
             self.calls.append((directory, epochs, _state(model.network)))
             self.datasets.append(dataset)
             return original(model, dataset, optimizer, loss, epochs, directory, **kw)
 
-        monkeypatch.setattr(imp_module, "fit_round", fit_round)
+        monkeypatch.setattr(side_run_module, "fit_round", fit_round)
 
 
 @needs_fashion_mnist
@@ -347,12 +388,12 @@ def test_reinit_control_same_mask_fresh_weights_and_resumes(tmp_path, monkeypatc
     for layer in ("fc1", "output"):
         np.testing.assert_array_equal(network.get_layer(layer).raw_kernel.numpy(),
                                       _kernel(recorder.trained[1], layer))
-    # a rerun of the unfinished round finds the control's checkpoints and trains nothing again
+    # a rerun of the unfinished round reads the finished control back and trains nothing again
     os.remove(os.path.join(rounds.round_dir(str(tmp_path), 1), rounds.METRICS_FILE))
     again = IMPSearch(prune_fraction=0.5, num_rounds=2, evaluate_controls=True,
                       recipe=_recipe())
     rerun = _experiment(tmp_path, again).run()
-    assert len(fits.calls) == 2 and rerun[1]["control_history"] == results[1]["control_history"]
+    assert len(fits.calls) == 1 and rerun[1]["control_history"] == results[1]["control_history"]
     assert rerun[1]["control_test_accuracy"] == results[1]["control_test_accuracy"]
     assert rerun[1]["test_accuracy"] == results[1]["test_accuracy"]
 

@@ -17,11 +17,12 @@ bin/report (the round loop writes the others: test_accuracy, remaining_fraction,
                             {"alphas": [α...], "errors": [test error at α...],
                              "barrier": max error − mean of the end errors,
                              "between": [round a, round b] (optional), "losses": [...] (optional)}
-                            (lmc_metrics builds it from interpolate's result); IMPSearch
-                            writes it for two copies of a round trained with different SGD noise
-                            (Frankle et al. 2020 instability)
-    lmc_rounds              the same between the previous round's trained network and this
-                            round's (IMPSearch, Maene Sec. 4.3), "between": [r - 1, r]
+                            (lmc_metrics builds it from interpolate's result); the
+                            LinearModeConnectivity evaluator (search/evaluators.py, any search;
+                            IMPSearch.linear_connectivity) writes it for two copies of a ticket
+                            trained with different SGD noise (Frankle et al. 2020 instability)
+    lmc_rounds              the same between the previous round's trained ticket and this
+                            round's (same evaluator, Maene Sec. 4.3), "between": [r - 1, r]
     dying_ratio             edge-popup's Eq. 2 after the round (search/edge_popup.py)
     activation_sparsity     {layer name: fraction of exact zeros after its ReLU} at the round's end
     analysis                per-epoch records of the analysis callbacks of the round's training,
@@ -32,7 +33,8 @@ bin/report (the round loop writes the others: test_accuracy, remaining_fraction,
                             search's network is not its ticket (continuous sparsification:
                             test_accuracy is the soft mask σ(β·s)'s, this b(s)'s, what the
                             exported model scores)
-    control_test_accuracy   a control (reinit or random prune) trained like the ticket (IMP)
+    control_test_accuracy   a control (reinit or random prune) trained like the ticket (the
+                            Control evaluator, search/evaluators.py: any search; IMP's controls)
     retrained_test_accuracy the ticket retrained from its rewind point (ticket evaluation)
 """
 import json

@@ -7,6 +7,7 @@ from tf_lottery.search.continuous_sparsification import (
     ContinuousSparsificationSearch, IterativeStochasticSparsificationSearch)
 from tf_lottery.search.dynamic_sparse import DynamicSparseSearch
 from tf_lottery.search.edge_popup import EdgePopupSearch
+from tf_lottery.search.evaluators import Control, Evaluator, LinearModeConnectivity
 from tf_lottery.search.gmp import GradualMagnitudeSearch
 from tf_lottery.search.imp import IMPSearch
 from tf_lottery.search.prune_at_init import PruneAtInitSearch
@@ -18,4 +19,5 @@ from tf_lottery.search.tost import ToSTTraining
 __all__ = ["RoundSearch", "ContinuousSparsificationSearch", "DynamicSparseSearch",
            "IterativeStochasticSparsificationSearch", "EdgePopupSearch", "GradualMagnitudeSearch",
            "IMPSearch", "PruneAtInitSearch", "ToSTTraining", "retrain_ticket",
-           "assign_dense_weights", "dense_weights", "SearchRun", "run"]
+           "assign_dense_weights", "dense_weights", "SearchRun", "run", "Evaluator", "Control",
+           "LinearModeConnectivity"]

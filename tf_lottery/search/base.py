@@ -10,6 +10,9 @@ rest the same way for every algorithm:
         end_training (e.g. take training-only modules out again)
         measure     (test accuracy, loss, sparsity per layer and global, MACs, the size of the
                      folded weights raw and gzip'd, epochs, steps, time)
+        evaluators  (search/evaluators.py: controls, linear mode connectivity, for any search:
+                     the search's own `evaluators` and Experiment.evaluators; they train the
+                     ticket again in side runs through `ticket_trainer`)
         save_round  (masks.npz, weights, metrics.json last)
 
 On a rerun the completed rounds are skipped and the model is restored from the last of them, so
@@ -22,7 +25,12 @@ from tf_lottery import masks as masks_lib
 from tf_lottery.analysis.callbacks import epoch_records
 from tf_lottery.analysis.flops import flops_metrics
 from tf_lottery.export.sizes import weights_sizes
+from tf_lottery.layers.initializers import weight_initializer
+from tf_lottery.layers.mask_rules import FixedMask
 from tf_lottery.search import rounds
+from tf_lottery.search.evaluators import check_unique
+from tf_lottery.search.rewind import INIT, load_rewind_point
+from tf_lottery.search.side_run import FreshTicketTrainer
 from tf_lottery.training.fitting import fit_round
 from tf_lottery.training.optimizers import last_applied_learning_rate
 from tf_lottery.training.recipe import TrainingRecipe
@@ -37,9 +45,23 @@ class RoundSearch:
     # ticket stores the weights it is trained from (see ticket_weights).
     strong_ticket = False
 
-    def __init__(self, num_rounds, recipe=None):
+    CONTROL_SEED_STRIDE = 7919  # the control seed of round r > 0: the experiment's seed + stride·r
+
+    def __init__(self, num_rounds, recipe=None, evaluators=()):
         self.num_rounds = int(num_rounds)
         self.recipe = recipe or TrainingRecipe()
+        # kept out of vars()' plain settings (runner.describe_run): a run's identity is as before
+        self._evaluators = check_unique(evaluators)
+        self.round_start = None
+
+    @property
+    def evaluators(self):
+        """The search's own evaluators (search/evaluators.py); Experiment.evaluators adds more."""
+        return self._evaluators
+
+    @evaluators.setter
+    def evaluators(self, evaluators):
+        self._evaluators = check_unique(evaluators)
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -79,14 +101,50 @@ class RoundSearch:
         """Called after the round is saved (e.g. to print or to keep state in memory)."""
 
     def ticket_weights(self, experiment):
-        """The weights the exported ticket file stores: None = the final weights, or a path to
-        a .weights.h5 (e.g. the rewind point a weak ticket is retrained from)."""
+        """The weights the exported ticket file stores: None = the final weights, a path to
+        a .weights.h5 or {key: array} of dense weights (e.g. the rewind point a weak ticket is
+        retrained from)."""
         return None
+
+    # -- how evaluators train the ticket again (search/side_run.py, search/evaluators.py) ----
+
+    def ticket_trainer(self, model, index, experiment):
+        """The trainer of round `index`'s side runs: by default FreshTicketTrainer (the ticket
+        on a FixedMask network of its own, from ticket_start_weights, with ticket_recipe);
+        searches whose round trains a fixed mask return a RoundModelTrainer."""
+        return FreshTicketTrainer(self, model, index, experiment)
+
+    def ticket_network(self, experiment, seed=None):
+        """A FixedMask network of the search's architecture; with `seed`, its kernels drawn
+        afresh from the search's `weight_init` ('kaiming_normal' if it has none) under that
+        seed (a reinit control's weights)."""
+        kwargs = dict(getattr(self, "model_kwargs", None) or {})
+        if seed is not None:
+            kwargs["kernel_initializer"] = weight_initializer(
+                getattr(self, "weight_init", None) or "kaiming_normal", seed=seed)
+        return experiment.build_network(mask_rule=FixedMask(), **kwargs)
+
+    def ticket_start_weights(self, model, experiment):
+        """The dense weights (rewind.dense_weights) a ticket of this search trains from: by
+        default θ0, the run's initialisation (rewind point 'init')."""
+        return load_rewind_point(model.network, experiment.workdir, INIT,
+                                 experiment.dataset.steps_per_epoch)
+
+    def ticket_recipe(self):
+        """The TrainingRecipe a FreshTicketTrainer trains tickets with (default: the recipe)."""
+        return self.recipe
+
+    def control_seed(self, index, experiment):
+        """The seed of round `index`'s control: the experiment's seed + 7919·index, and for
+        round 0 (sparse already in searches other than IMP) seed + 7919·1000, so that no control
+        is drawn with the run's own seed."""
+        return experiment.seed + self.CONTROL_SEED_STRIDE * (index or 1000)
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, experiment):
         workdir, dataset = experiment.workdir, experiment.dataset
+        evaluators = check_unique([*self.evaluators, *getattr(experiment, "evaluators", ())])
         model = self.model = self.build(experiment)
         with experiment.strategy.scope():  # create every variable (in scope) before any restore
             model(next(iter(dataset.test))[0][:1])
@@ -106,6 +164,8 @@ class RoundSearch:
         for index in range(len(done), self.num_rounds):
             start = time.time()
             self.begin_round(model, index, experiment)
+            # what the round starts from, for the evaluators' side runs (RoundModelTrainer)
+            self.round_start = model.network.get_weights() if evaluators else None
             with experiment.strategy.scope():
                 optimizer = self.make_optimizer(index, experiment)
             epochs = self.round_epochs(index)
@@ -128,14 +188,23 @@ class RoundSearch:
             if records:  # what analysis callbacks measured during the round, by epoch
                 metrics["analysis"] = records
             metrics.update(self.round_metrics(model, index, experiment))
+            if evaluators:
+                trainer = self.ticket_trainer(model, index, experiment)
+                for evaluator in evaluators:
+                    metrics.update(evaluator.evaluate(self, model, index, experiment, trainer))
             ticket = self.ticket_masks(model)
             rounds.save_round(workdir, index, model.network, ticket, metrics)
             self.previous_metrics = metrics
             results.append({"round": index, **metrics})
             experiment.write_round_summary(model.network, ticket, results)
             self.end_round(model, index, metrics, experiment)
+            self.round_start = None
             if experiment.verbose:
-                print(self.describe_round(index, metrics), flush=True)
+                line = self.describe_round(index, metrics)
+                for evaluator in evaluators:
+                    words = evaluator.describe(metrics)
+                    line += f", {words}" if words else ""
+                print(line, flush=True)
         return results
 
     def measure(self, model, dataset, history, epochs):

@@ -56,8 +56,9 @@ from tf_lottery.layers.masked import MaskedLayerMixin
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.edge_popup import freeze_weights
-from tf_lottery.search.rewind import (INIT, RewindPointSaver, check_rewind_point, dense_weights,
-                                      rewind, rewind_path, rewind_steps, save_dense_weights)
+from tf_lottery.search.rewind import (INIT, check_rewind_point, dense_weights,
+                                      load_rewind_point, rewind_path, rewind_point_saver,
+                                      rewind_to_point, save_init_point)
 from tf_lottery.search.ticket_evaluation import evaluate_ticket, retrain_ticket
 from tf_lottery.training.sparse_model import SparseModel
 from tf_lottery.training.split_optimizer import SCORES, ScoreSplitOptimizer
@@ -210,9 +211,7 @@ class MaskLearningSearch(RoundSearch):
 
     def on_init(self, model, experiment):
         self.initial_scores = {layer.name: layer.scores.numpy() for layer in self.layers}
-        path = rewind_path(experiment.workdir, INIT)
-        if not os.path.exists(path):
-            save_dense_weights(path, model.network)
+        save_init_point(experiment.workdir, model.network)
 
     def begin_round(self, model, index, experiment):
         self._ticket = None
@@ -221,7 +220,8 @@ class MaskLearningSearch(RoundSearch):
         for layer in self.layers:
             layer.scores.assign(self.reset_scores(layer))
         if self.rewind_to is not None and not self.supermask:  # supermask: w never moves
-            rewind(model.network, rewind_path(experiment.workdir, self.rewind_to))
+            rewind_to_point(model.network, experiment.workdir, self.rewind_to,
+                            experiment.dataset.steps_per_epoch)
 
     def make_optimizer(self, index, experiment):
         steps = experiment.dataset.steps_per_epoch
@@ -232,26 +232,30 @@ class MaskLearningSearch(RoundSearch):
         scores = self.score_recipe.make_optimizer(steps, exclude_from_weight_decay=[SCORES])
         return scores if self.supermask else ScoreSplitOptimizer(weights, scores)
 
-    def rewind_points(self):
-        """The step-based rewind points round 0 must save (for rewinding or for evaluation)."""
+    def rewind_points(self, evaluators=()):
+        """The step-based rewind points round 0 must save (for rewinding, for evaluation, and
+        for the evaluators' side runs, which train tickets from evaluation_rewind_to)."""
         specs = {self.rewind_to} if not self.supermask else set()
-        if self.evaluate_tickets:
+        if self.evaluate_tickets or self.evaluators or evaluators:
             specs.add(self.evaluation_rewind_to)
         return sorted(spec for spec in specs if spec not in (None, INIT))
 
     def round_callbacks(self, model, index, experiment):
-        if index > 0 or not self.rewind_points():
+        if index > 0:
             return []
         steps_per_epoch = experiment.dataset.steps_per_epoch
-        total = self.round_epochs(0) * steps_per_epoch
-        points = []
-        for spec in self.rewind_points():
-            steps = rewind_steps(spec, steps_per_epoch)
-            if steps > total:
-                raise ConfigError(f"rewind point {spec!r} ({steps} steps) lies beyond round 0 "
-                                  f"({total} steps)")
-            points.append((rewind_path(experiment.workdir, spec), steps))
-        return [RewindPointSaver(points, model.network)]
+        points = self.rewind_points(getattr(experiment, "evaluators", ()))
+        saver = rewind_point_saver(model.network, experiment.workdir, points, steps_per_epoch,
+                                   self.round_epochs(0) * steps_per_epoch)
+        return [saver] if saver is not None else []
+
+    def ticket_start_weights(self, model, experiment):
+        """Tickets train from evaluation_rewind_to (as ticket evaluation retrains them)."""
+        return load_rewind_point(model.network, experiment.workdir, self.evaluation_rewind_to,
+                                 experiment.dataset.steps_per_epoch)
+
+    def ticket_recipe(self):
+        return self.evaluation_recipe or self.recipe
 
     def ticket_masks(self, model):
         return {layer.name: np.asarray(layer.binary_mask(), np.float32) for layer in self.layers}

@@ -29,7 +29,7 @@ from tf_lottery.analysis.callbacks import DyingRatioCallback
 from tf_lottery.analysis.dying import model_dying_stats
 from tf_lottery.errors import ConfigError, check_fraction
 from tf_lottery.layers.initializers import score_initializer, weight_initializer
-from tf_lottery.layers.mask_rules import TopKScores
+from tf_lottery.layers.mask_rules import FixedMask, TopKScores
 from tf_lottery.masks import freeze_weights
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.training.sparse_model import SparseModel
@@ -156,6 +156,16 @@ class EdgePopupSearch(RoundSearch):
 
     def on_init(self, model, experiment):
         self.initial_scores = {l.name: l.scores.numpy() for l in self.layers}
+
+    def ticket_network(self, experiment, seed=None):
+        """A FixedMask twin of the search's network (the evaluators train the strong ticket's
+        mask as a weak ticket in it); with `seed`, weights drawn from `weight_init` (scaled as
+        the search's) under that seed."""
+        kwargs = dict(affine=self.affine_batchnorm, **self.model_kwargs)
+        if seed is not None:
+            kwargs["kernel_initializer"] = weight_initializer(
+                self.weight_init, scaled=self.scaled_init, density=self.remaining[-1], seed=seed)
+        return experiment.build_network(mask_rule=FixedMask(), **kwargs)
 
     def begin_round(self, model, index, experiment):
         """Set scores, mask and keep fraction for cycle i = index+1 from the state after

@@ -14,11 +14,15 @@ from disk on a rerun) and
 
     rewind_to       round r starts from                      and trains with
     'init'          θ0 (Frankle & Carbin 2019)               the recipe's full schedule
-    '2ep', '500it'  θ_k, k steps into round 0 (weight        steps k..T of the schedule: T-k
-                    rewinding, Frankle et al. 2020a:         steps, rounded up to whole epochs
+    '2ep', '0.5ep', θ_k, k steps into round 0 (weight        steps k..T of the schedule: T-k
+    '500it'         rewinding, Frankle et al. 2020a:         steps, rounded up to whole epochs
                     A^{k->T}(m⊙θ_k))
     'lr'            θ_T of round r-1 (Renda et al. 2020)     the full schedule, restarted
     'finetune'      θ_T of round r-1                         a constant rate: round r-1's last
+
+The rewind points are search/rewind.py's, as for every search: dense weights in
+workdir/init/rewind_<rewind_to>.npz, θ_k saved by its RewindPointSaver during round 0 (a workdir
+of an older version, with init/rewind_<k>it.weights.h5, still resumes: rewind.load_rewind_point).
 
 `structure='channels'` prunes whole channels instead of weights (sparsity.channels): step 1
 removes `prune_fraction` of the remaining channels of each channel group (scope='layerwise') or
@@ -36,12 +40,15 @@ One-shot magnitude pruning (OMP) is the two-round case: round 0 trains dense, be
 prunes to the target sparsity at once, round 1 trains the ticket (`one_shot=True,
 target_sparsity=s` is prune_fraction=s, num_rounds=2).
 
-Controls (`evaluate_controls=True`): after round r > 0 trains its ticket, the same round trains a
-control for the same epochs with the same optimizer and loss, in round_NN/control/ (resumable),
-and records `control_test_accuracy`: control='reinit' keeps the mask m_r and draws fresh weights
+Controls (`evaluate_controls=True`) and linear mode connectivity (`linear_connectivity`) are the
+evaluators of search/evaluators.py, which any search can have (Experiment.evaluators); IMP's
+arguments build them: after round r trains its ticket, the same round trains a control for the
+same epochs with the same optimizer and loss, in round_NN/control/ (a side run: resumable), and
+records `control_test_accuracy`: control='reinit' keeps the mask m_r and draws fresh weights
 with another seed (Frankle & Carbin 2019, random reinitialisation); control='random_prune' keeps
 the starting weights and places each layer's kept count at random (random_masks_like; Frankle et
-al. 2020b). Round 0 is dense and has no control.
+al. 2020b). Round 0 is dense and has no control. IMP's side runs train on its own model as the
+round did (side_run.RoundModelTrainer: the round's optimizer, epochs, loss and regularisers).
 
 `repulsion_strength` λ_r != 0 adds Maene et al.'s J_r (training/repulsion.py) in every round
 r > 0, over the trained weights of all rounds before it.
@@ -58,51 +65,34 @@ point from `connectivity_bn_batches` training batches:
     'rounds'  (metrics['lmc_rounds'], Maene Sec. 4.3) the line joins round r-1's and round r's
               trained networks (r > 0).
 """
-import dataclasses
 import math
 import os
-import re
 
 import gin
 import keras
 import numpy as np
 
 from tf_lottery import masks as masks_lib
-from tf_lottery.analysis.connectivity import linear_path_metrics
 from tf_lottery.errors import ConfigError, TrainingError, check_fraction
 from tf_lottery.pruning.magnitude import frankle_carbin_fractions, magnitude_masks
-from tf_lottery.pruning.random import random_masks_like
 from tf_lottery.pruning.selection import SCOPES, prune_count
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
+from tf_lottery.search.evaluators import CONNECTIVITY, CONTROLS, Control, LinearModeConnectivity
+from tf_lottery.search.side_run import RoundModelTrainer
+from tf_lottery.search.rewind import (INIT, check_rewind_point, load_rewind_point,
+                                      rewind_point_saver, rewind_steps, rewind_to_point,
+                                      save_init_point)
 from tf_lottery.sparsity.channels import (SlimmingPenalty, channel_fraction,
                                           check_channel_pruning, check_criterion,
                                           prune_channels)
-from tf_lottery.search.fixed_mask import (build_fixed_mask_model, build_network,
-                                          layer_masks)
-from tf_lottery.training.fitting import fit_round
+from tf_lottery.search.fixed_mask import build_fixed_mask_model, layer_masks
 from tf_lottery.training.repulsion import REPULSION, RepulsionLoss
 
-REWIND_MODES = ("init", "lr", "finetune")
-CONTROLS = ("reinit", "random_prune")
-CONNECTIVITY = ("copies", "rounds")
+REWIND_MODES = ("init", "lr", "finetune")  # besides the rewind points '<N>ep' and '<N>it'
 STRUCTURES = ("weights", "channels")
 SLIMMING = "slimming_penalty"
-_TIME = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ep|it)\s*$")
-_CONTROL_SEED_STRIDE = 7919  # control seed of round r: experiment seed + stride·r
-_COPY_DATA_SEED_OFFSET = 104729  # the LMC copy's data seed: the dataset's seed + offset
 MAX_ROUNDS = 1000
-
-
-def parse_rewind_point(rewind_to, steps_per_epoch):
-    """Optimizer steps k of a time string: '2ep' -> 2·steps_per_epoch, '500it' -> 500; fractional
-    epochs round to the nearest step."""
-    match = _TIME.match(str(rewind_to))
-    if not match:
-        raise ConfigError(f"IMPSearch.rewind_to must be one of {REWIND_MODES} or a time like "
-                          f"'2ep' or '500it', got {rewind_to!r}")
-    amount, unit = float(match.group(1)), match.group(2)
-    return int(round(amount * steps_per_epoch)) if unit == "ep" else int(amount)
 
 
 def rounds_to_reach(layer_sizes, target_sparsity, prune_fraction=None, scope="global",
@@ -149,20 +139,6 @@ class StepOffsetSchedule(keras.optimizers.schedules.LearningRateSchedule):
     @classmethod
     def from_config(cls, config):
         return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["offset"])
-
-
-class RewindPointSaver(keras.callbacks.Callback):
-    """Saves the network's weights once the optimizer has taken `step` steps (θ_k of weight
-    rewinding). The file is written atomically before the epoch's checkpoint, so a run resumed
-    after that point finds it, and a run resumed before it passes the step again."""
-
-    def __init__(self, network, path, step):
-        super().__init__()
-        self.network, self.path, self.step = network, path, int(step)
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
-            rounds.save_weights(self.path, self.network)
 
 
 @gin.configurable
@@ -273,9 +249,13 @@ class IMPSearch(RoundSearch):
             target_sparsity = check_fraction("IMPSearch.target_sparsity", target_sparsity)
         if num_rounds is not None and int(num_rounds) < 1:
             raise ConfigError(f"IMPSearch.num_rounds must be >= 1, got {num_rounds!r}")
-        if rewind_to not in REWIND_MODES:
-            parse_rewind_point(rewind_to, 1)  # a ConfigError now if it is not a time either
-        super().__init__(num_rounds=num_rounds or 1, recipe=recipe)
+        check_rewind_point(rewind_to, "IMPSearch.rewind_to", allow_none=False,
+                           also=("lr", "finetune"))
+        evaluators = [Control(control)] if evaluate_controls else []
+        if linear_connectivity:
+            evaluators.append(LinearModeConnectivity(linear_connectivity, connectivity_points,
+                                                     connectivity_bn_batches))
+        super().__init__(num_rounds=num_rounds or 1, recipe=recipe, evaluators=evaluators)
         self.prune_fraction = prune_fraction
         self.target_sparsity = target_sparsity
         self.scope = scope
@@ -317,9 +297,13 @@ class IMPSearch(RoundSearch):
             self.num_rounds = rounds_to_reach(sizes, self.target_sparsity, self.prune_fraction,
                                               self.scope, self.fractions)
         steps_per_epoch = self._steps_per_epoch = experiment.dataset.steps_per_epoch
-        self.rewind_step = None
-        if self.rewind_to not in REWIND_MODES:
-            self.rewind_step = parse_rewind_point(self.rewind_to, steps_per_epoch)
+        # rewind_point: the rewind.py point rounds r > 0 start from ('init' for k = 0), or None
+        self.rewind_step, self.rewind_point = None, None
+        if self.rewind_to == INIT:
+            self.rewind_point = INIT
+        elif self.rewind_to not in ("lr", "finetune"):
+            self.rewind_step = rewind_steps(self.rewind_to, steps_per_epoch, "IMPSearch.rewind_to")
+            self.rewind_point = self.rewind_to if self.rewind_step else INIT
             total = self.recipe.epochs * steps_per_epoch
             if self.rewind_step >= total:
                 raise ConfigError(f"rewind_to={self.rewind_to!r} is step {self.rewind_step}, "
@@ -327,22 +311,20 @@ class IMPSearch(RoundSearch):
         self._optima = {}
         return model
 
-    def rewind_path(self, experiment):
-        """Where the weights rounds r > 0 rewind to are: workdir/init/weights.weights.h5 (θ0) for
-        'init' or k = 0, else workdir/init/rewind_<k>it.weights.h5 (θ_k, saved in round 0)."""
-        if not self.rewind_step:
-            return os.path.join(rounds.init_dir(experiment.workdir), rounds.WEIGHTS_FILE)
-        return os.path.join(rounds.init_dir(experiment.workdir),
-                            f"rewind_{self.rewind_step}it.weights.h5")
+    def on_init(self, model, experiment):
+        if self.rewind_point == INIT:
+            save_init_point(experiment.workdir, model.network)
 
     def ticket_weights(self, experiment):
-        """The weights the final ticket (the last round's mask) is trained from: θ0, θ_k, or
-        for 'lr'/'finetune' the trained weights of the round before it."""
+        """The weights the final ticket (the last round's mask) is trained from: θ0, θ_k (the
+        rewind point's dense weights), or for 'lr'/'finetune' the trained weights of the round
+        before it."""
         if self.num_rounds > 1 and self.rewind_to in ("lr", "finetune"):
             return rounds.round_weights_path(experiment.workdir, self.num_rounds - 2)
-        if self.num_rounds == 1:
+        if self.num_rounds == 1 or self.rewind_point == INIT:
             return os.path.join(rounds.init_dir(experiment.workdir), rounds.WEIGHTS_FILE)
-        return self.rewind_path(experiment)
+        return load_rewind_point(self.model.network, experiment.workdir, self.rewind_point,
+                                 self._steps_per_epoch)
 
     # -- rounds ------------------------------------------------------------------------------
 
@@ -362,16 +344,17 @@ class IMPSearch(RoundSearch):
                 optima = [self._optimum(network, r, experiment) for r in range(index)]
                 model.add_regularizer(REPULSION, RepulsionLoss(self.layers, optima,
                                                                self.repulsion_strength))
-        self._round_start = network.get_weights()  # for the random-prune control and LMC copy
 
     def _rewind(self, network, experiment):
-        if self.rewind_to in ("lr", "finetune"):
-            return  # keep θ_T of the previous round
-        path = self.rewind_path(experiment)
-        if not os.path.exists(path):
-            raise TrainingError(f"the rewind point {path} was not saved in round 0 (was round 0 "
-                                f"run with another rewind_to?); rerun in a new workdir")
-        network.load_weights(path)
+        if self.rewind_point is None:
+            return  # 'lr', 'finetune': keep θ_T of the previous round
+        try:
+            rewind_to_point(network, experiment.workdir, self.rewind_point,
+                            self._steps_per_epoch)
+        except ConfigError as e:
+            raise TrainingError(f"the rewind point {self.rewind_to!r} was not saved in round 0 "
+                                f"(was round 0 run with another rewind_to?); rerun in a new "
+                                f"workdir ({e})") from None
 
     def _optimum(self, network, index, experiment):
         """{layer: kernel} at the end of round `index` (kept in memory, else read from its
@@ -403,8 +386,10 @@ class IMPSearch(RoundSearch):
 
     def round_callbacks(self, model, index, experiment):
         if index == 0 and self.rewind_step:
-            return [RewindPointSaver(model.network, self.rewind_path(experiment),
-                                     self.rewind_step)]
+            saver = rewind_point_saver(model.network, experiment.workdir, [self.rewind_point],
+                                       self._steps_per_epoch,
+                                       self.recipe.epochs * self._steps_per_epoch)
+            return [saver]
         return []
 
     def ticket_masks(self, model):
@@ -424,100 +409,15 @@ class IMPSearch(RoundSearch):
         if regularizer is not None:
             metrics["squared_cosines_to_previous"] = [
                 float(c) for c in np.asarray(regularizer.squared_cosines())]
-        if self.evaluate_controls:
-            metrics["control"] = self.control
-            metrics.update(self._train_control(model, index, experiment) if index > 0 else
-                           {"control_test_accuracy": None})
-        if "copies" in self.linear_connectivity:
-            metrics.update(self._train_copy(model, index, experiment))
-        if "rounds" in self.linear_connectivity and index > 0:
-            previous = rounds.round_weights_path(experiment.workdir, index - 1)
-            metrics["lmc_rounds"] = self._linear_path(model, previous, model.network.get_weights(),
-                                                      experiment, between=[index - 1, index])
         return metrics
+
+    def ticket_trainer(self, model, index, experiment):
+        """Controls and LMC copies train on IMP's own model as the round did."""
+        return RoundModelTrainer(self, model, index, experiment)
 
     def end_round(self, model, index, metrics, experiment):
         if self.repulsion_strength:
             self._optima[index] = _kernels(self.layers)
-        self._round_start = None
-
-    def describe_round(self, index, metrics):
-        text = super().describe_round(index, metrics)
-        if metrics.get("control_test_accuracy") is not None:
-            text += f", {metrics['control']} control {metrics['control_test_accuracy']:.4f}"
-        return text
-
-    # -- controls ----------------------------------------------------------------------------
-
-    def control_seed(self, index, experiment):
-        return experiment.seed + _CONTROL_SEED_STRIDE * index
-
-    def _train_side_run(self, model, index, experiment, subdir, start_weights, dataset):
-        """Train round `index` again on the same model from `start_weights` (a get_weights list,
-        masks included) on `dataset`, in round_NN/<subdir>/ (resumable), then put the ticket's
-        trained state back. Returns (history, test evaluation, masks, trained weights)."""
-        network = model.network
-        trained = network.get_weights()
-        try:
-            network.set_weights(start_weights)
-            with experiment.strategy.scope():
-                optimizer = self.make_optimizer(index, experiment)
-            history = fit_round(
-                model, dataset, optimizer, self.recipe.make_loss(), self.round_epochs(index),
-                os.path.join(rounds.round_dir(experiment.workdir, index), subdir),
-                jit_compile=self.recipe.jit_compile, verbose=experiment.verbose)
-            evaluation = model.evaluate(dataset.test, verbose=0, return_dict=True)
-            return history, evaluation, self.ticket_masks(model), network.get_weights()
-        finally:
-            network.set_weights(trained)
-
-    def _train_control(self, model, index, experiment):
-        """Train round `index`'s control in round_NN/control/; returns the control's metrics."""
-        network = model.network
-        ticket = self.ticket_masks(model)
-        seed = self.control_seed(index, experiment)
-        current = network.get_weights()
-        if self.control == "reinit":
-            fresh = build_network(experiment, self.weight_init, seed, self.model_kwargs)
-            network.set_weights(fresh.get_weights())
-            del fresh
-            masks_lib.set_masks(network, ticket)
-        else:
-            network.set_weights(self._round_start)
-            masks_lib.set_masks(network, random_masks_like(ticket, seed=seed))
-        start = network.get_weights()
-        network.set_weights(current)
-        history, evaluation, control_masks, _ = self._train_side_run(
-            model, index, experiment, "control", start, experiment.dataset)
-        remaining, total = masks_lib.count(control_masks)
-        last = history[-1] if history else {}
-        return {"control_seed": seed, "control_test_accuracy": float(evaluation["accuracy"]),
-                "control_test_loss": float(evaluation["loss"]),
-                "control_train_accuracy": last.get("accuracy"),
-                "control_remaining_fraction": remaining / total,
-                "control_layer_densities": masks_lib.layer_densities(control_masks),
-                "control_history": history}
-
-    # -- linear mode connectivity ------------------------------------------------------------
-
-    def _train_copy(self, model, index, experiment):
-        """Frankle et al. 2020 instability: the round trained again from its starting point with
-        another data order, and the line between the two trained networks."""
-        dataset = dataclasses.replace(experiment.dataset,
-                                      seed=experiment.dataset.seed + _COPY_DATA_SEED_OFFSET)
-        _, evaluation, _, copy = self._train_side_run(model, index, experiment, "lmc_copy",
-                                                      self._round_start, dataset)
-        return {"lmc": self._linear_path(model, model.network.get_weights(), copy, experiment,
-                                         between=["ticket", "copy"]),
-                "lmc_copy_data_seed": dataset.seed,
-                "lmc_copy_test_accuracy": float(evaluation["accuracy"])}
-
-    def _linear_path(self, model, weights_a, weights_b, experiment, between):
-        dataset = experiment.dataset
-        return linear_path_metrics(
-            model.network, weights_a, weights_b, dataset.test, self.connectivity_points,
-            bn_reset_data=dataset.train_batches().take(self.connectivity_bn_batches),
-            between=between)
 
 
 def _kernels(layers):

@@ -19,6 +19,7 @@ from tf_lottery.pruning.registry import BATCH_CRITERIA, get_criterion
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.fixed_mask import build_fixed_mask_model, layer_masks
+from tf_lottery.search.side_run import RoundModelTrainer
 
 
 @gin.configurable
@@ -92,6 +93,10 @@ class PruneAtInitSearch(RoundSearch):
 
     def ticket_masks(self, model):
         return layer_masks(self.layers)
+
+    def ticket_trainer(self, model, index, experiment):
+        """The round trains the ticket from θ0: controls and LMC copies train as it did."""
+        return RoundModelTrainer(self, model, index, experiment)
 
     def round_metrics(self, model, index, experiment):
         return {"criterion": self.criterion, "prune_fraction": self.prune_fraction,

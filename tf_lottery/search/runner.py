@@ -117,7 +117,7 @@ def _prepare_workdir(workdir, description, overwrite):
 
 
 def run(search, model, data, workdir, seed=0, export=True, verbose="auto", tensorboard=True,
-        strategy="default", overwrite=False):
+        strategy="default", overwrite=False, evaluators=()):
     """Run `search` on `model` with `data` in `workdir` and export its final ticket.
 
     The workdir gets what bin/train writes (init/, one round_NN/ per round, TensorBoard logs,
@@ -144,6 +144,8 @@ def run(search, model, data, workdir, seed=0, export=True, verbose="auto", tenso
       strategy: a tf.distribute strategy or its name ('default', 'mirrored', ...).
       overwrite: delete what the workdir holds (only a workdir tf_lottery wrote) and start
         afresh.
+      evaluators: measurements of every round's ticket (search/evaluators.py), e.g.
+        [Control('reinit'), LinearModeConnectivity(['copies'])].
     Returns:
       a SearchRun: `.rounds` (metrics per round), `.model` (the trained SparseModel),
       `.masks` (the final ticket's masks), `.exported` (paths and sizes).
@@ -159,7 +161,7 @@ def run(search, model, data, workdir, seed=0, export=True, verbose="auto", tenso
                           f"{type(data).__name__}")
     experiment = Experiment(workdir=str(workdir), search=search, model_fn=model_fn_of(model),
                             seed=seed, strategy=strategy, verbose=verbose,
-                            tensorboard=tensorboard, dataset=data)
+                            tensorboard=tensorboard, dataset=data, evaluators=evaluators)
     description = describe_run(search, model, data, seed)  # before the search builds anything
     # the model fits the data and the search, before anything is written
     built = experiment.validate()

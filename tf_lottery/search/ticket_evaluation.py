@@ -4,21 +4,17 @@ iterate of round 0) and measuring its test accuracy (Frankle & Carbin 2019; CS p
 "our evaluation focuses on the generalization performance of each ticket (sub-network) when
 trained from scratch (or from an iterate in early-training)").
 
-The fresh run uses FixedMask layers, dense weights from the rewind point (rewind.py), and
-`fit_round` in its own directory (round_NN/retrain/), so a killed evaluation resumes from its
-last epoch checkpoint and a finished one is read back instead of being trained again.
+The fresh run uses FixedMask layers, dense weights from the rewind point (rewind.py), and is a
+side run (side_run.py) in its own directory (round_NN/retrain/), so a killed evaluation resumes
+from its last epoch checkpoint and a finished one is read back instead of being trained again.
 """
-import json
 import os
 
 from tf_lottery import masks as masks_lib
 from tf_lottery.layers.mask_rules import FixedMask
-from tf_lottery.search import rounds
 from tf_lottery.search.rewind import assign_dense_weights, load_dense_weights
-from tf_lottery.training.fitting import fit_round
+from tf_lottery.search.side_run import RESULT_FILE, train_side_run  # noqa: F401 (re-exported)
 from tf_lottery.training.sparse_model import SparseModel
-
-RESULT_FILE = "metrics.json"
 
 
 def ticket_model(experiment, masks, dense_weights, model_kwargs=None):
@@ -56,28 +52,24 @@ def retrain_ticket(experiment, masks, rewind_weights_path, directory, recipe, mo
       recipe: the TrainingRecipe it is trained with.
       model_kwargs: extra keyword arguments for the experiment's model_fn.
     """
-    result_path = os.path.join(directory, RESULT_FILE)
-    if os.path.exists(result_path):
-        with open(result_path) as f:
-            return json.load(f)
-    model = ticket_model(experiment, masks, load_dense_weights(rewind_weights_path),
-                         model_kwargs)
     dataset = experiment.dataset
-    with experiment.strategy.scope():
-        optimizer = recipe.make_optimizer(dataset.steps_per_epoch)
-    history = fit_round(model, dataset, optimizer, recipe.make_loss(), recipe.epochs, directory,
-                        jit_compile=recipe.jit_compile, verbose=experiment.verbose)
-    evaluation = model.evaluate(dataset.test, verbose=0, return_dict=True)
-    last = history[-1] if history else {}
     remaining, total = masks_lib.count(masks)
-    metrics = {
-        "retrained_test_accuracy": float(evaluation["accuracy"]),
-        "retrained_test_loss": float(evaluation["loss"]),
-        "retrained_train_accuracy": last.get("accuracy"),
-        "retrained_epochs": recipe.epochs,
-        "retrained_remaining_fraction": remaining / total if total else 1.0,
-        "retrained_from": os.path.basename(rewind_weights_path),
-        "retrained_history": history,
-    }
-    rounds.write_json(result_path, metrics)
-    return metrics
+
+    def summarize(model, history, evaluation):
+        last = history[-1] if history else {}
+        return {
+            "retrained_test_accuracy": float(evaluation["accuracy"]),
+            "retrained_test_loss": float(evaluation["loss"]),
+            "retrained_train_accuracy": last.get("accuracy"),
+            "retrained_epochs": recipe.epochs,
+            "retrained_remaining_fraction": remaining / total if total else 1.0,
+            "retrained_from": os.path.basename(rewind_weights_path),
+            "retrained_history": history,
+        }
+
+    return train_side_run(
+        lambda: ticket_model(experiment, masks, load_dense_weights(rewind_weights_path),
+                             model_kwargs),
+        directory, dataset, lambda: recipe.make_optimizer(dataset.steps_per_epoch),
+        recipe.make_loss(), recipe.epochs, jit_compile=recipe.jit_compile,
+        verbose=experiment.verbose, summarize=summarize)

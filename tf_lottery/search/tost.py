@@ -45,8 +45,8 @@ from tf_lottery.layers.mask_rules import FixedMask
 from tf_lottery.pruning.registry import BATCH_CRITERIA, get_criterion
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
+from tf_lottery.search.side_run import read_side_run, train_side_run
 from tf_lottery.training.callbacks import ScheduleCallback, bind_ghost_schedules
-from tf_lottery.training.fitting import fit_round
 from tf_lottery.training.ghost_insertion import insert_ghosts
 from tf_lottery.training.losses import Distillation
 from tf_lottery.training.lrsi import layerwise_rescaled_init, rescalable_layers
@@ -346,29 +346,25 @@ class ToSTTraining(RoundSearch):
 
     def _dense_teacher(self, experiment):
         """The dense network (all masks ones) trained from θ0 with the recipe, in
-        workdir/teacher/ (resumable; trained once)."""
+        workdir/teacher/ (a side run: resumable, trained once, read back after)."""
         directory = os.path.join(experiment.workdir, TEACHER_DIR)
-        weights = os.path.join(directory, rounds.WEIGHTS_FILE)
-        metrics_path = os.path.join(directory, rounds.METRICS_FILE)
         network = self._build_network(experiment)
         with experiment.strategy.scope():
             teacher = SparseModel(network)
         teacher(next(iter(experiment.dataset.test))[0][:1])
-        if os.path.exists(metrics_path):
-            network.load_weights(weights)
-            self.teacher_accuracy = _read_json(metrics_path)["test_accuracy"]
-            return network
-        network.load_weights(self.init_path)
-        with experiment.strategy.scope():
-            optimizer = self.recipe.make_optimizer(experiment.dataset.steps_per_epoch)
-        fit_round(teacher, experiment.dataset, optimizer, self.recipe.make_loss(),
-                  self.teacher_epochs, directory, jit_compile=self.recipe.jit_compile,
-                  verbose=experiment.verbose)
-        evaluation = teacher.evaluate(experiment.dataset.test, verbose=0, return_dict=True)
-        self.teacher_accuracy = float(evaluation["accuracy"])
-        rounds.save_weights(weights, network)
-        rounds.write_json(metrics_path, {"test_accuracy": self.teacher_accuracy,
-                                         "epochs": self.teacher_epochs})
-        if experiment.verbose:
-            print(f"[tost] dense teacher: test accuracy {self.teacher_accuracy:.4f}", flush=True)
+        result = read_side_run(directory, network)  # finished: its result and weights
+        if result is None:
+            network.load_weights(self.init_path)
+            result = train_side_run(
+                teacher, directory, experiment.dataset,
+                lambda: self.recipe.make_optimizer(experiment.dataset.steps_per_epoch),
+                self.recipe.make_loss(), self.teacher_epochs,
+                jit_compile=self.recipe.jit_compile, verbose=experiment.verbose,
+                keep_weights=True, summarize=lambda model, history, evaluation: {
+                    "test_accuracy": float(evaluation["accuracy"]),
+                    "epochs": self.teacher_epochs})
+            if experiment.verbose:
+                print(f"[tost] dense teacher: test accuracy {result['test_accuracy']:.4f}",
+                      flush=True)
+        self.teacher_accuracy = result["test_accuracy"]
         return network
