@@ -14,7 +14,7 @@ The main entry points:
   without touching the masks), freeze_weights (train only the scores);
 * gradual pruning during your own fit: tf_lottery.sparsity.prune_low_magnitude;
 * measurements: tf_lottery.analysis; export: tf_lottery.export (export_saved_model,
-  export_keras, save_ticket / load_ticket).
+  export_keras, export_tflite, save_ticket / load_ticket, export_sizes).
 
 docs/python_guide.md walks through each from Python.
 """

@@ -119,7 +119,8 @@ class Experiment:
         return [factory(data) for factory in self._analysis_factories]
 
     def export(self):
-        """Export the final ticket to workdir/ticket/ (SavedModel + ticket.npz); returns paths."""
+        """Export the final ticket to workdir/ticket/ (SavedModel + ticket.npz + export_sizes.json);
+        returns export_ticket's paths and sizes."""
         from tf_lottery.export import export_ticket
         from tf_lottery.search import rounds
 

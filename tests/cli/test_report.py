@@ -12,6 +12,7 @@ from tests.conftest import needs_fashion_mnist
 from tf_lottery.analysis.workdir import Workdir
 from tf_lottery.cli.report import REPORT_FILE, run_labels, write_report
 from tf_lottery.errors import DataError
+from tf_lottery.export.sizes import human_bytes
 from tf_lottery.search import rounds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -66,6 +67,11 @@ def test_report_of_two_finished_runs(edge_popup, magnitude, tmp_path):
     ep_final = edge_popup.results[-1]
     assert f"| {100 * ep_final['test_accuracy']:.2f}% |" in ep_rows[1]
     assert f"| {100 * ep_final['dying_ratio']:.2f}% |" in ep_rows[1]
+    # the folded weights' gzip'd size, measured by the round loop: pruning shrinks it
+    assert f"| {human_bytes(ep_final['weights_gzip_bytes'])} |" in ep_rows[1]
+    dense, pruned = magnitude.results[0], magnitude.results[1]
+    assert dense["weights_bytes"] == pruned["weights_bytes"]
+    assert pruned["weights_gzip_bytes"] < 0.8 * dense["weights_gzip_bytes"]
     # each run says which measurements it lacks, and only those
     ep_section = report.split("### edge_popup/soft_lr (")[1].split("###")[0]
     weak_section = report.split("### magnitude_rounds (")[1].split("###")[0]
@@ -137,3 +143,42 @@ def test_binary_ticket_accuracy_has_its_own_column(tmp_path):
     assert dict(zip(columns, row))["binary ticket accuracy"] == "12.50%"
     assert dict(zip(columns, row))["retrained accuracy"] == "50.00%"
     assert dict(zip(columns, row))["MACs"] == "25.00%"  # macs_fraction of the round
+
+
+def test_sizes_of_weights_and_of_the_exported_ticket(tmp_path):
+    rounds.write_json(str(tmp_path / "imp" / "round_00" / rounds.METRICS_FILE), {
+        "algorithm": "imp", "remaining_fraction": 0.1, "test_accuracy": 0.5,
+        "weights_bytes": 4_000_000, "weights_gzip_bytes": 1_234_567, "search_epochs": 1})
+    rounds.write_json(str(tmp_path / "imp" / "ticket" / "export_sizes.json"), {
+        "saved_model": {"bytes": 4_100_000, "gzip_bytes": 1_300_000},
+        "ticket": {"bytes": 900, "gzip_bytes": 512}})
+    rounds.write_json(str(tmp_path / "gmp" / "round_00" / rounds.METRICS_FILE),
+                      {"algorithm": "gmp", "remaining_fraction": 0.5})  # before sizes existed
+    write_report([str(tmp_path / "imp"), str(tmp_path / "gmp")], str(tmp_path / "out"))
+    report = (tmp_path / "out" / REPORT_FILE).read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| run |"))
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    for label, size in (("imp", "1.2 MB"), ("gmp", "—")):
+        row = [c.strip() for c in _rows(report, label)[0].strip("|").split("|")]
+        assert len(row) == len(columns)
+        assert dict(zip(columns, row))["weights gzip'd"] == size
+    exported = report.split("## Exported tickets")[1].split("##")[0]
+    assert [line for line in exported.splitlines() if line.startswith("| imp")] == [
+        "| imp | saved_model | 4.1 MB | 1.3 MB |", "| imp | ticket | 900 B | 512 B |"]
+    assert "| gmp |" not in exported
+
+    # an unreadable sizes file is a note of its run, not a failed report
+    (tmp_path / "imp" / "ticket" / "export_sizes.json").write_text("{not json")
+    write_report([str(tmp_path / "imp")], str(tmp_path / "out"))
+    report = (tmp_path / "out" / REPORT_FILE).read_text()
+    assert "## Exported tickets" not in report
+    assert "- no export sizes: cannot read" in report
+
+
+def test_an_unfinished_round_row_has_every_column(tmp_path):
+    (tmp_path / "run" / "round_00").mkdir(parents=True)
+    write_report([str(tmp_path / "run")], str(tmp_path / "out"))
+    report = (tmp_path / "out" / REPORT_FILE).read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| run |"))
+    row = _rows(report, "run")[0]
+    assert row.count("|") == header.count("|") and row.endswith("unfinished |")

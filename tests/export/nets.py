@@ -50,6 +50,19 @@ def conv_net(rule=None, seeded=True, seed=0, affine=True, initializer=KaimingNor
     return keras.Model(inputs, outputs, name="tiny_conv")
 
 
+def dense_net(density=0.1, seed=0, features=64, hidden=256):
+    """features -> MaskedDense(hidden, relu) -> MaskedDense(NUM_CLASSES), random masks keeping
+    `density` of each kernel: a model whose size is mostly its kernels (size tests)."""
+    inputs = keras.Input((features,), name="features")
+    x = MaskedDense(hidden, activation="relu", name="fc",
+                    kernel_initializer=keras.initializers.GlorotUniform(seed=seed))(inputs)
+    outputs = MaskedDense(NUM_CLASSES, name="logits",
+                          kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1))(x)
+    network = keras.Model(inputs, outputs, name="tiny_dense")
+    random_masks(network, density=density, seed=seed + 2)
+    return network
+
+
 def strong_conv_net(seed=0):
     """An edge-popup ticket: signed-constant weights (frozen), top-k scores, non-affine BN."""
     network = conv_net(rule=TopKScores(0.4), seed=seed, affine=False,

@@ -50,6 +50,7 @@ from tf_lottery.errors import DataError
 from tf_lottery.search import rounds
 
 CONFIG_FILE = "config.gin"
+EXPORT_SIZES_PATH = os.path.join("ticket", "export_sizes.json")  # Experiment.export writes it
 ACTIVATION_PREFIX = "activation_sparsity/"
 
 
@@ -191,6 +192,22 @@ class Workdir:
         if self.config is None:
             lines.append(f"no {CONFIG_FILE} (run without bin/train?)")
         return lines
+
+    def export_sizes(self):
+        """{artifact: {'bytes', 'gzip_bytes'}} of the exported ticket (ticket/export_sizes.json,
+        written by export_ticket), or None where the workdir has none. Raises DataError when
+        the file cannot be read."""
+        path = os.path.join(self.path, EXPORT_SIZES_PATH)
+        if not os.path.exists(path):
+            return None
+        try:
+            with open(path) as f:
+                sizes = json.load(f)
+            return {str(name): {"bytes": int(entry["bytes"]),
+                                "gzip_bytes": int(entry["gzip_bytes"])}
+                    for name, entry in sizes.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DataError(f"cannot read {path} ({type(e).__name__})") from None
 
     def masks(self, round_):
         try:

@@ -2,17 +2,21 @@
 
     bin/report --workdir=runs/soft_iep [--workdir=runs/imp ...] --out=reports/x
 
-Writes into --out: report.md (one table row per round of every run, what each workdir lacks,
-the figures; where a search's network is not its ticket, as continuous sparsification's soft
-mask, "test accuracy" is the network's and "binary ticket accuracy" the ticket's with the same
-weights, what the exported model scores; "MACs" is the ticket's multiply-adds as a fraction of
-the dense model's, analysis.flops) and PNGs: accuracy.png (test accuracy vs remaining weights, one line per run, with
-controls and retrained tickets), similarity_<run>.png (angular distances between rounds and the
-initialisation, Maene Fig. 4, beside the overlap of their masks), lmc.png (interpolation curves
-and error barriers), dying_ratio.png, activation_sparsity_<run>.png, analysis_<run>.png (what
-the analysis callbacks measured during training). Nothing is trained or rebuilt: everything is
-read from metrics.json, masks.npz and the .weights.h5 files (see analysis/workdir.py for the
-metric keys read).
+Writes into --out: report.md and PNGs. report.md holds one table row per round of every run
+(where a search's network is not its ticket, as continuous sparsification's soft mask, "test
+accuracy" is the network's and "binary ticket accuracy" the ticket's with the same weights, what
+the exported model scores; "MACs" is the ticket's multiply-adds as a fraction of the dense
+model's, analysis.flops; "weights gzip'd" the size after gzip of the folded float32 weights an
+export holds, the round's weights_gzip_bytes, export.sizes: pruned zeros compress away), where a
+workdir has ticket/export_sizes.json (written by bin/train's export) a table of the exported
+artifacts' sizes raw and gzip'd, what each workdir lacks, and the figures: accuracy.png (test
+accuracy vs remaining weights, one line per run, with controls and retrained tickets),
+similarity_<run>.png (angular distances between rounds and the initialisation, Maene Fig. 4,
+beside the overlap of their masks), lmc.png (interpolation curves and error barriers),
+dying_ratio.png, activation_sparsity_<run>.png, analysis_<run>.png (what the analysis callbacks
+measured during training). Nothing is trained or rebuilt: everything is read from
+metrics.json, masks.npz, the .weights.h5 files and ticket/export_sizes.json (see
+analysis/workdir.py for the metric keys read).
 """
 import os
 import re
@@ -45,12 +49,15 @@ def _percent(fraction):
 
 
 def _row(label, r):
+    from tf_lottery.export.sizes import human_bytes
+
     if not r.complete:
         problem = r.problem.replace("|", "\\|")
-        return f"| {label} | {r.name} | — | — | — | — | — | — | — | — | — | — | {problem} |"
+        return f"| {label} | {r.name} |{' — |' * 11} {problem} |"
     lmc, lmc_rounds = r.get("lmc") or {}, r.get("lmc_rounds") or {}
     return (f"| {label} | {r.name} | {_percent(r.get('remaining_fraction'))} "
             f"| {_percent(r.get('macs_fraction'))} "
+            f"| {human_bytes(r.get('weights_gzip_bytes'))} "
             f"| {_percent(r.get('test_accuracy'))} "
             f"| {_percent(r.get('ticket_test_accuracy'))} "
             f"| {_percent(r.get('control_test_accuracy'))} "
@@ -58,6 +65,29 @@ def _row(label, r):
             f"| {_percent(r.get('dying_ratio'))} | {_percent(lmc.get('barrier'))} "
             f"| {_percent(lmc_rounds.get('barrier'))} "
             f"| {r.get('search_epochs', '—')} | complete |")
+
+
+def _export_table(runs, notes):
+    """Lines of the '## Exported tickets' table (each artifact's size raw and gzip'd, from
+    ticket/export_sizes.json), or none when no workdir has that file; an unreadable file is
+    a note of its run."""
+    from tf_lottery.errors import DataError
+    from tf_lottery.export.sizes import human_bytes
+
+    rows = []
+    for label, workdir in runs:
+        try:
+            sizes = workdir.export_sizes()
+        except DataError as e:
+            notes[label].append(f"no export sizes: {e}")
+            continue
+        for artifact, entry in sorted((sizes or {}).items()):
+            rows.append(f"| {label} | {artifact} | {human_bytes(entry['bytes'])} "
+                        f"| {human_bytes(entry['gzip_bytes'])} |")
+    if not rows:
+        return []
+    return ["", "## Exported tickets", "", "| run | artifact | size | gzip'd |",
+            "|---|---|---|---|", *rows]
 
 
 def _missing_measurements(workdir):
@@ -150,12 +180,13 @@ def write_report(workdir_paths, out):
         lines.append(f"- **{label}**: `{workdir.path}` — {len(workdir.complete_rounds)}"
                      f"{planned} rounds complete ({state})")
     lines += ["", "## Rounds", "",
-              "| run | round | remaining | MACs | test accuracy | binary ticket accuracy "
-              "| control accuracy | retrained accuracy | dying ratio | LMC error barrier "
-              "| barrier from previous round | search epochs | status |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| run | round | remaining | MACs | weights gzip'd | test accuracy "
+              "| binary ticket accuracy | control accuracy | retrained accuracy | dying ratio "
+              "| LMC error barrier | barrier from previous round | search epochs | status |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, workdir in runs:
         lines += [_row(label, r) for r in workdir.rounds]
+    lines += _export_table(runs, notes)
     lines += ["", "## What the workdirs lack", ""]
     for label, workdir in runs:
         lacking = workdir.lacks() + _missing_measurements(workdir) + notes[label]

@@ -134,7 +134,11 @@ def run_experiment(experiment, state, export=True):
         print(f"[tf_lottery] final ticket: remaining {last['remaining_fraction']:.4f} of "
               f"{last['total_weights']} weights, test accuracy {last['test_accuracy']:.4f}")
     if export and results:
+        from tf_lottery.export.sizes import human_bytes
+
         paths = experiment.export()
-        print(f"[tf_lottery] exported ticket: {paths['saved_model']} (SavedModel, masks folded) "
-              f"and {paths['ticket']} (ticket file)")
+        size = {name: f"{human_bytes(entry['bytes'])}, {human_bytes(entry['gzip_bytes'])} gzip'd"
+                for name, entry in paths["sizes"].items()}
+        print(f"[tf_lottery] exported ticket: {paths['saved_model']} (SavedModel, masks folded; "
+              f"{size['saved_model']}) and {paths['ticket']} (ticket file; {size['ticket']})")
     return results

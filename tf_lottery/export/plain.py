@@ -38,11 +38,19 @@ def check_ghosts_faded(network):
                           f"finish the ghost schedules first")
 
 
+def fold(kernel, mask):
+    """θ ⊙ m of numpy arrays, every pruned entry +0.0 (a negative θ times 0 is -0.0, whose sign
+    bit would make the zeros of an export compress worse: a 90%-sparse kernel gzips about 30%
+    larger)."""
+    folded = kernel * mask.astype(kernel.dtype)
+    folded[folded == 0] = 0
+    return folded
+
+
 def folded_kernel(layer):
-    """θ ⊙ m: the raw kernel times the layer's 0/1 ticket mask (numpy)."""
-    kernel = keras.ops.convert_to_numpy(layer.raw_kernel)
-    mask = keras.ops.convert_to_numpy(layer.binary_mask())
-    return kernel * mask.astype(kernel.dtype)
+    """θ ⊙ m: the raw kernel times the layer's 0/1 ticket mask (numpy; see `fold`)."""
+    return fold(keras.ops.convert_to_numpy(layer.raw_kernel),
+                keras.ops.convert_to_numpy(layer.binary_mask()))
 
 
 def _keras_initializer(config):

@@ -8,7 +8,8 @@ rest the same way for every algorithm:
         begin_round (set masks / scores / weights from the state after the previous round)
         fit_round   (model.fit with epoch checkpoints: a kill resumes mid-round)
         end_training (e.g. take training-only modules out again)
-        measure     (test accuracy, loss, sparsity per layer and global, epochs, steps, time)
+        measure     (test accuracy, loss, sparsity per layer and global, MACs, the size of the
+                     folded weights raw and gzip'd, epochs, steps, time)
         save_round  (masks.npz, weights, metrics.json last)
 
 On a rerun the completed rounds are skipped and the model is restored from the last of them, so
@@ -20,6 +21,7 @@ import time
 from tf_lottery import masks as masks_lib
 from tf_lottery.analysis.callbacks import epoch_records
 from tf_lottery.analysis.flops import flops_metrics
+from tf_lottery.export.sizes import weights_sizes
 from tf_lottery.search import rounds
 from tf_lottery.training.fitting import fit_round
 from tf_lottery.training.optimizers import last_applied_learning_rate
@@ -150,6 +152,8 @@ class RoundSearch:
             "remaining_weights": remaining, "total_weights": total,
             "layer_densities": masks_lib.layer_densities(ticket),
             **flops_metrics(model.network, ticket),  # macs, dense_macs, macs_fraction
+            # the folded weights an export holds, float32, raw and gzip'd (zeros compress)
+            **weights_sizes(model.network, ticket),  # weights_bytes, weights_gzip_bytes
             "epochs": epochs, "steps": epochs * dataset.steps_per_epoch, "history": history,
         }
 

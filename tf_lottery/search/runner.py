@@ -34,7 +34,8 @@ class SearchRun:
       experiment: the Experiment that ran (its workdir, dataset, seed, search).
       rounds: the metrics of every round, in order (rounds[-1] is the final ticket's:
         'test_accuracy', 'remaining_fraction', 'layer_densities', ...).
-      exported: {'saved_model': path, 'ticket': path} of the exported ticket, or None.
+      exported: {'saved_model': path, 'ticket': path, 'sizes': {name: {'bytes',
+        'gzip_bytes'}}} of the exported ticket (export_ticket), or None.
     """
     experiment: Experiment
     rounds: list
@@ -145,7 +146,7 @@ def run(search, model, data, workdir, seed=0, export=True, verbose="auto", tenso
         afresh.
     Returns:
       a SearchRun: `.rounds` (metrics per round), `.model` (the trained SparseModel),
-      `.masks` (the final ticket's masks), `.exported` (paths).
+      `.masks` (the final ticket's masks), `.exported` (paths and sizes).
     """
     if not isinstance(search, RoundSearch):
         raise ConfigError(f"search must be a search object such as IMPSearch(...), got "
