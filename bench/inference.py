@@ -20,7 +20,7 @@ the same random weights:
 The networks are untrained (random init, BatchNorm statistics randomised so that it is not the
 identity): latency and size depend only on the structure, never on the values, so there is no
 accuracy here, and "the same accuracy budget" cannot be matched; the channel fraction is a
-setting (--channel-fraction) and the MACs it saves are printed. Every variant is exported with
+setting (--channel-fractions) and the MACs it saves are printed. Every variant is exported with
 `export_saved_model` (timed through `tf.saved_model.load(path).serve`) and `export_tflite`
 (timed through `tf.lite.Interpreter`); for unstructured and 2:4 also with TFLite's sparse weight
 encoding (`sparse=True`), and dense and the first thinned variant also as full-integer int8
@@ -28,8 +28,8 @@ encoding (`sparse=True`), and dense and the first thinned variant also as full-i
 kernels or densifies the weights at load time is read from the file's ops and printed: XNNPACK
 (TFLite's default CPU delegate) has a sparse path only for MobileNet-like graphs of 1x1 convs
 behind a 3x3 stride-2 stem, and on x86 only for pre-AVX CPUs (google/XNNPACK#3170). The
-interpreter is `tf.lite.Interpreter` (deprecated for `ai_edge_litert`'s, the same runtime),
-in this process.
+interpreter is `tf.lite.Interpreter` (deprecated in favour of `ai_edge_litert`, not installed
+here), run in this process.
 
 Latency: median wall time of one synchronous call (batch 1 and batch 64) over many calls after
 warm-up; the variants of one (model, runtime, batch) are interleaved in rounds so that load from
@@ -39,15 +39,15 @@ bytes and gzip bytes (`export.sizes.export_sizes`: a tar.gz of the SavedModel fo
 
 Goal: the thinned model's speedup over dense is at least 0.8x its MAC reduction (each runtime,
 each batch). Unstructured and N:M sparsity are reported as measured: on a CPU without sparse
-kernels they give nothing but smaller gzip files. GPU rows (TensorRT, cuSPARSELt) are measured
+kernels they give nothing but smaller (gzip'd or sparse-encoded) files. GPU rows (TensorRT, cuSPARSELt) are measured
 only where a GPU is present, and not by this script yet: it says so.
 
-    python bench/inference.py            # full run (a few minutes on 2 cores)
-    python bench/inference.py --quick    # a smoke run of under two minutes
+    python bench/inference.py            # full run (12 minutes on 2 shared cores, 7 exporting)
+    python bench/inference.py --quick    # a smoke run: fewer calls, one thinned variant, no
+                                         # sparse-encoded or int8 files (a few minutes)
 """
 import argparse
 import copy
-import inspect
 import os
 import tempfile
 import time
@@ -100,13 +100,15 @@ def parse_args():
     parser.add_argument("--mobilenet-size", type=int, default=96, help="MobileNetV2 input side")
     parser.add_argument("--steps-batch1", type=int, default=300,
                         help="timed calls per configuration at batch 1 (--steps: at batch 64)")
-    parser.add_argument("--no-int8", action="store_true", help="skip the int8 TFLite rows")
+    parser.add_argument("--no-extra-tflite", action="store_true",
+                        help="skip the sparse-encoded and int8 TFLite files")
     parser.add_argument("--keep", default=None,
                         help="write the exports to this folder (default: a temporary one)")
     add_common_arguments(parser, steps=40, warmup=5, rounds=10)
     args = parser.parse_args()
     if args.quick:  # the full settings stay the defaults; quick ones are printed
         args.steps, args.steps_batch1, args.warmup, args.rounds = 20, 40, 2, 4
+        args.channel_fractions, args.no_extra_tflite = args.channel_fractions[:1], True
     return args
 
 
@@ -187,12 +189,6 @@ def sizes(path):
     return measured["bytes"], measured["gzip_bytes"]
 
 
-def tflite_options_supported():
-    """Whether this checkout's export_tflite takes sparse= and quantize=."""
-    parameters = inspect.signature(export_tflite).parameters
-    return "sparse" in parameters and "quantize" in parameters
-
-
 def write_tflite(model, path, options, calibration):
     if "quantize" in options and options["quantize"] == "int8":
         options = dict(options, representative_data=calibration)
@@ -262,7 +258,6 @@ def measure(name, args, folder):
     network, shape = build(name, args)
     plain, thin_checks, x_check = variants(network, shape, args)
     calibration = np.random.default_rng(3).standard_normal((64, *shape)).astype(np.float32)
-    options_ok = tflite_options_supported()
     first_thinned = next(label for label, (kind, _) in plain.items() if kind == "thinned")
     info, files = {}, {}  # files: row label -> {'saved_model', 'tflite'}
     for index, (variant, (kind, model)) in enumerate(plain.items()):
@@ -272,9 +267,8 @@ def measure(name, args, folder):
         stem = os.path.join(folder, f"{name}_{index}_{kind.replace(':', 'of')}")
         files[variant] = {"saved_model": export_saved_model(model, stem + "_saved_model"),
                           "tflite": export_tflite(model, stem + ".tflite")}
-        for label, options in TFLITE_EXTRAS[kind] if options_ok else []:
-            if options.get("quantize") == "int8" and (
-                    args.no_int8 or (kind == "thinned" and variant != first_thinned)):
+        for label, options in TFLITE_EXTRAS[kind]:
+            if args.no_extra_tflite or (kind == "thinned" and variant != first_thinned):
                 continue  # int8 of dense and of the first thinned variant only
             row = f"{variant}, TFLite {label}"
             files[row] = {"tflite": write_tflite(model, f"{stem}_{label}.tflite", options,
@@ -323,10 +317,10 @@ def measure(name, args, folder):
             for runtime, values in (("TF", tf_speedups), ("TFLite", lite_speedups)):
                 for batch, value in zip(BATCHES, values):
                     ratio = value / reduction
-                    ratios.append(f"{ratio:.2f}")
+                    ratios.append(f"{ratio:.3f}")
                     goal_rows.append([name, row, runtime, batch, f"{value:.2f}x",
                                       f"{reduction:.2f}x",
-                                      f"{ratio:.2f}", "met" if ratio >= GOAL else "MISSED"])
+                                      f"{ratio:.3f}", "met" if ratio >= GOAL else "MISSED"])
             verdict = "TF " + " / ".join(ratios[:2]) + "; TFLite " + " / ".join(ratios[2:])
         rows.append([row, f"{info[row]['macs'] / 1e6:.2f}", f"{reduction:.2f}x",
                      f"{info[row]['nnz']:,}", f"{info[row]['params']:,}",
@@ -347,7 +341,7 @@ def measure(name, args, folder):
     sparse_ops = {row: tflite_ops(paths["tflite"]) for row, paths in files.items()
                   if "sparse-encoded" in row}
     return {"rows": rows, "goal_rows": goal_rows, "checks": checks,
-            "shape": shape, "sparse_ops": sparse_ops, "options_ok": options_ok,
+            "shape": shape, "sparse_ops": sparse_ops,
             "seconds": time.perf_counter() - start, "timing_seconds": timed}
 
 
@@ -383,9 +377,6 @@ def main():
             print()
             for what, diff, scale in result["checks"]:
                 print(f"- {what}: max |diff| {diff:.1e} (outputs up to {scale:.1e})")
-            if not result["options_ok"]:
-                print("- export_tflite here has no sparse=/quantize= options: float TFLite "
-                      "only (no sparse-encoded or int8 rows)")
             for row, ops in result["sparse_ops"].items():
                 densify = ops.get("DENSIFY", 0)
                 print(f"- {row}: {densify} DENSIFY op(s) in the file"
