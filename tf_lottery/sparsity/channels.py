@@ -206,7 +206,8 @@ class GradualChannelPruning(MaskUpdater):
       pruning_schedule: a PruningSchedule; its sparsity is the fraction of *channels* removed.
       criterion: 'l1', 'l2' or 'bn_gamma'.
       scope: 'layerwise' (each group at s_t) or 'global'.
-      exclude: layers never pruned, by name or pattern; groups touching them stay whole.
+      exclude: layers whose own channels are never removed, by name or pattern (they still
+        lose the input rows of channels removed upstream).
     """
 
     def __init__(self, pruning_schedule, criterion="l1", scope="layerwise", exclude=()):
