@@ -47,6 +47,36 @@ def excluded_names(model, exclude):
     return chosen
 
 
+def check_exclude(exclude, name="exclude"):
+    """`exclude` as a tuple of layer names and patterns (excluded_names reads them against a
+    model), checked where a search is configured: a string (which tuple() would split into
+    letters) or an entry that is not a string is a ConfigError naming `name`."""
+    if isinstance(exclude, str):
+        raise ConfigError(f"{name} takes a list of layer names or patterns, got the string "
+                          f"{exclude!r} (write [{exclude!r}])")
+    try:
+        entries = tuple(exclude)
+    except TypeError:
+        raise ConfigError(f"{name} takes a list of layer names or patterns, got "
+                          f"{exclude!r}") from None
+    wrong = [entry for entry in entries if not isinstance(entry, str)]
+    if wrong:
+        raise ConfigError(f"{name} takes layer names or patterns (strings), got {wrong}")
+    return entries
+
+
+def searched_layers(model, exclude, what="search"):
+    """The masked layers of `model` a search prunes or searches: all but those `exclude` names
+    (excluded_names, its one reading: an unknown name is a ConfigError). ConfigError when every
+    masked layer is excluded: `what` then has nothing to work on."""
+    layers = prunable_layers(model, exclude)
+    if not layers:
+        raise ConfigError(f"{what}: every masked layer is excluded (exclude={list(exclude)}, "
+                          f"masked layers: {[layer.name for layer in masked_layers(model)]}): "
+                          f"there is no masked layer to prune or search")
+    return layers
+
+
 def prunable_layers(model, exclude=()):
     """Masked layers of `model` minus those `exclude` names (excluded_names: layer names and
     patterns), or minus those a predicate `exclude(layer)` is true for."""

@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from tf_lottery import compat
-from tf_lottery.errors import ConfigError
+from tf_lottery.errors import ConfigError, check_choice
 
 _PACKAGE = "tf_lottery"
 SMOOTH_KINDS = ("swish", "mish")
@@ -45,8 +45,7 @@ class GhostActivation(keras.layers.Layer):
 
     def __init__(self, kind="swish", initial_beta=1.0, relu=False, replaced_layer=None, **kw):
         super().__init__(**kw)
-        if kind not in SMOOTH_KINDS:
-            raise ConfigError(f"GhostActivation kind must be one of {SMOOTH_KINDS}, got {kind!r}")
+        check_choice("GhostActivation kind", kind, SMOOTH_KINDS)
         if not initial_beta >= 0 or math.isinf(initial_beta):
             raise ConfigError(f"initial_beta must be finite and >= 0, got {initial_beta!r}")
         self.kind = kind

@@ -22,3 +22,21 @@ def get_criterion(name):
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ConfigError(f"unknown pruning criterion {name!r}{hint} "
                       f"(choose one of {sorted(CRITERIA)})")
+
+
+def criterion_masks(name, model, prune_fraction, batch=None, seed=None, exclude=()):
+    """The masks criterion `name` gives `model` at its current weights, each criterion called
+    its own way (the one dispatch for every search: pruning at initialisation, ToST):
+
+      'snip', 'grasp'  f(model, x, y, prune_fraction): scored on `batch` = (x, y) (a callable
+                       returning it is called only for them)
+      'random'         f(model, prune_fraction, seed=seed)
+      the others       f(model, prune_fraction) (options through gin)
+    """
+    criterion = get_criterion(name)
+    if name in BATCH_CRITERIA:
+        x, y = batch() if callable(batch) else batch
+        return criterion(model, x, y, prune_fraction, exclude=exclude)
+    if name == "random":
+        return criterion(model, prune_fraction, seed=seed, exclude=exclude)
+    return criterion(model, prune_fraction, exclude=exclude)

@@ -13,15 +13,13 @@ import math
 
 import numpy as np
 
-from tf_lottery.errors import ConfigError, TrainingError, check_fraction
+from tf_lottery.errors import ConfigError, TrainingError, check_choice, check_fraction
 
 SCOPES = ("layerwise", "global")
 
 
 def check_scope(scope):
-    if scope not in SCOPES:
-        raise ConfigError(f"scope must be one of {SCOPES}, got {scope!r}")
-    return scope
+    return check_choice("scope", scope, SCOPES)
 
 
 def prune_count(prune_fraction, remaining):

@@ -14,10 +14,10 @@ from tf_lottery.search.prune_at_init import PruneAtInitSearch
 from tf_lottery.search.rewind import assign_dense_weights, dense_weights
 from tf_lottery.search.runner import SearchRun, run
 from tf_lottery.search.ticket_evaluation import retrain_ticket
-from tf_lottery.search.tost import ToSTTraining
+from tf_lottery.search.tost import ToSTSearch, ToSTTraining
 
 __all__ = ["RoundSearch", "ContinuousSparsificationSearch", "DynamicSparseSearch",
            "IterativeStochasticSparsificationSearch", "EdgePopupSearch", "GradualMagnitudeSearch",
-           "IMPSearch", "PruneAtInitSearch", "ToSTTraining", "retrain_ticket",
+           "IMPSearch", "PruneAtInitSearch", "ToSTSearch", "ToSTTraining", "retrain_ticket",
            "assign_dense_weights", "dense_weights", "SearchRun", "run", "Evaluator", "Control",
            "LinearModeConnectivity"]

@@ -50,7 +50,7 @@ import tensorflow as tf
 
 from tf_lottery import compat
 from tf_lottery import masks as masks_lib
-from tf_lottery.errors import ConfigError
+from tf_lottery.errors import ConfigError, check_choice
 from tf_lottery.layers.mask_rules import BernoulliScores, FixedMask, SigmoidScores
 from tf_lottery.layers.masked import MaskedLayerMixin
 from tf_lottery.search import rounds
@@ -75,9 +75,8 @@ def annealed_beta(progress, initial_beta=1.0, final_beta=100.0, schedule="expone
     linear β_0 + (β_T − β_0)·t/T."""
     if schedule == "exponential":
         return initial_beta * (final_beta / initial_beta) ** progress
-    if schedule == "linear":
-        return initial_beta + (final_beta - initial_beta) * progress
-    raise ConfigError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {schedule!r}")
+    check_choice("beta_schedule", schedule, BETA_SCHEDULES)
+    return initial_beta + (final_beta - initial_beta) * progress  # linear
 
 
 def cs_score_reset(scores, final_beta, initial_scores):
@@ -100,7 +99,7 @@ def initial_score_array(kind, value, shape, rng):
     if kind == "uniform":
         bound = abs(float(value))
         return rng.uniform(-bound, bound, shape).astype(np.float32)
-    raise ConfigError(f"score_init must be one of {SCORE_INITS}, got {kind!r}")
+    check_choice("score_init", kind, SCORE_INITS)
 
 
 def with_fixed_masks(network, exclude):
@@ -150,16 +149,14 @@ class MaskLearningSearch(RoundSearch):
         if not l1_penalty >= 0:
             raise ConfigError(f"{type(self).__name__}.l1_penalty (λ) must be >= 0, "
                               f"got {l1_penalty!r}")
-        if score_init not in SCORE_INITS:
-            raise ConfigError(f"{type(self).__name__}.score_init must be one of {SCORE_INITS}, "
-                              f"got {score_init!r}")
+        check_choice(f"{type(self).__name__}.score_init", score_init, SCORE_INITS)
         super().__init__(num_rounds=num_rounds, recipe=recipe)
         self.l1_penalty = float(l1_penalty)
         self.score_init = score_init
         self.initial_score = float(initial_score)
         self.rewind_to = check_rewind_point(rewind_to, "rewind_to")
         self.supermask = bool(supermask)
-        self.exclude = tuple(exclude)
+        self.exclude = masks_lib.check_exclude(exclude, f"{type(self).__name__}.exclude")
         self.score_recipe = score_recipe
         self.evaluate_tickets = bool(evaluate_tickets)
         self.evaluation_rewind_to = check_rewind_point(evaluation_rewind_to,
@@ -191,10 +188,7 @@ class MaskLearningSearch(RoundSearch):
                 network = with_fixed_masks(network, self.exclude)
         with experiment.strategy.scope():
             model = SparseModel(network)
-        self.layers = masks_lib.prunable_layers(network, self.exclude)
-        if not self.layers:
-            raise ConfigError(f"{type(self).__name__}: the model has no masked layer to search "
-                              f"(exclude={list(self.exclude)})")
+        self.layers = masks_lib.searched_layers(network, self.exclude, type(self).__name__)
         rng = np.random.default_rng(experiment.seed)
         for layer in self.layers:  # s_0 (saved with workdir/init, so a rerun keeps it)
             layer.scores.assign(initial_score_array(self.score_init, self.initial_score,
@@ -407,10 +401,8 @@ class IterativeStochasticSparsificationSearch(MaskLearningSearch):
         super().__init__(num_rounds, recipe, l1_penalty, score_init, initial_score, rewind_to,
                          supermask, exclude, score_recipe, evaluate_tickets,
                          evaluation_rewind_to, evaluation_recipe, model_kwargs)
-        if ticket not in ISS_TICKETS:
-            raise ConfigError(f"IterativeStochasticSparsificationSearch.ticket must be one of "
-                              f"{ISS_TICKETS}, got {ticket!r}")
-        self.ticket = ticket
+        self.ticket = check_choice("IterativeStochasticSparsificationSearch.ticket", ticket,
+                                   ISS_TICKETS)
 
     def make_rule(self):
         return BernoulliScores()

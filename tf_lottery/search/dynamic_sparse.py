@@ -12,7 +12,7 @@ import gin
 import keras
 
 from tf_lottery import masks as masks_lib
-from tf_lottery.errors import ConfigError, check_fraction
+from tf_lottery.errors import ConfigError, check_choice, check_fraction
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.fixed_mask import build_fixed_mask_model, layer_masks
 from tf_lottery.search.rewind import rewind_steps
@@ -84,8 +84,7 @@ class DynamicSparseSearch(RoundSearch):
                  regrow_dropped=False, recipe=None, weight_init="kaiming_normal", exclude=(),
                  model_kwargs=None):
         super().__init__(num_rounds=1, recipe=recipe)
-        if updater not in UPDATERS:
-            raise ConfigError(f"updater must be one of {list(UPDATERS)}, got {updater!r}")
+        check_choice("updater", updater, list(UPDATERS))
         self.updater_name = updater
         self.algorithm = ALGORITHMS[updater]
         self.sparsity = check_fraction("sparsity", sparsity)
@@ -97,7 +96,7 @@ class DynamicSparseSearch(RoundSearch):
         end_of_updates(self.end_updates, 10**9, 1)  # the form now; the range once training is known
         self.regrow_dropped = bool(regrow_dropped)
         self.weight_init = weight_init
-        self.exclude = tuple(exclude)
+        self.exclude = masks_lib.check_exclude(exclude, "DynamicSparseSearch.exclude")
         self.model_kwargs = dict(model_kwargs or {})
         self.updater = None
 

@@ -124,7 +124,7 @@ class EdgePopupSearch(RoundSearch):
         self.scaled_init = bool(scaled_init)
         self.score_init = score_init
         self.affine_batchnorm = bool(affine_batchnorm)
-        self.exclude = tuple(exclude)
+        self.exclude = masks_lib.check_exclude(exclude, "EdgePopupSearch.exclude")
         self.model_kwargs = dict(model_kwargs or {})
         self.hard, self.score_rule, self.lr_rule = VARIANTS[variant]
 
@@ -146,10 +146,10 @@ class EdgePopupSearch(RoundSearch):
         with experiment.strategy.scope():
             model = SparseModel(network)
         freeze_weights(network, train_batchnorm=self.affine_batchnorm)
-        self.layers = masks_lib.prunable_layers(network, self.exclude)
-        excluded = masks_lib.excluded_names(network, self.exclude)
+        self.layers = masks_lib.searched_layers(network, self.exclude, "EdgePopupSearch")
+        searched = {layer.name for layer in self.layers}
         for layer in masks_lib.masked_layers(network):
-            if layer.name in excluded:  # dense and frozen: keep everything
+            if layer.name not in searched:  # excluded: dense and frozen, keep everything
                 layer.keep_fraction.assign(1.0)
                 layer.scores.trainable = False
         return model

@@ -4,7 +4,6 @@ initialisation."""
 import numpy as np
 
 from tf_lottery import masks as masks_lib
-from tf_lottery.errors import ConfigError
 from tf_lottery.layers.initializers import weight_initializer
 from tf_lottery.layers.mask_rules import FixedMask
 from tf_lottery.training.sparse_model import SparseModel
@@ -22,12 +21,10 @@ def build_fixed_mask_model(experiment, weight_init, exclude=(), model_kwargs=Non
     names (masks.excluded_names: names and patterns; a name that is not a masked layer is a
     ConfigError)."""
     network = build_network(experiment, weight_init, experiment.seed, model_kwargs)
-    masks_lib.excluded_names(network, exclude)  # checks the names before anything is built
+    # the names checked (masks.searched_layers) before anything else is built
+    layers = masks_lib.searched_layers(network, exclude)
     with experiment.strategy.scope():
         model = SparseModel(network)
-    layers = masks_lib.prunable_layers(network, exclude)
-    if not layers:
-        raise ConfigError("every masked layer is excluded: there is nothing to prune")
     return model, layers
 
 

@@ -14,7 +14,7 @@ import gin
 from tf_lottery import masks as masks_lib
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.fixed_mask import build_fixed_mask_model, layer_masks
-from tf_lottery.errors import ConfigError
+from tf_lottery.errors import ConfigError, check_choice
 from tf_lottery.sparsity.channels import (GradualChannelPruning, SlimmingPenalty,
                                           channel_fraction, check_criterion)
 from tf_lottery.sparsity.gmp import GradualMagnitudePruning
@@ -50,16 +50,14 @@ class GradualMagnitudeSearch(RoundSearch):
                  exclude=(), model_kwargs=None, structure="weights", channel_criterion="l1",
                  slimming_strength=0.0):
         super().__init__(num_rounds=1, recipe=recipe)
-        if structure not in self.STRUCTURES:
-            raise ConfigError(f"GradualMagnitudeSearch.structure must be one of "
-                              f"{self.STRUCTURES}, got {structure!r}")
+        check_choice("GradualMagnitudeSearch.structure", structure, self.STRUCTURES)
         check_criterion(channel_criterion)
         if structure == "weights" and (channel_criterion != "l1" or slimming_strength):
             raise ConfigError("GradualMagnitudeSearch.channel_criterion and slimming_strength "
                               "need structure='channels'")
         self.schedule = PolynomialDecay(initial_sparsity, final_sparsity, begin_step, end_step,
                                         power=power, frequency=frequency)
-        self.exclude = tuple(exclude)
+        self.exclude = masks_lib.check_exclude(exclude, "GradualMagnitudeSearch.exclude")
         self.structure, self.distribution = structure, distribution
         self.slimming = SlimmingPenalty(slimming_strength, self.exclude)
         if structure == "channels":

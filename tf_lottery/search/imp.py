@@ -73,7 +73,8 @@ import keras
 import numpy as np
 
 from tf_lottery import masks as masks_lib
-from tf_lottery.errors import ConfigError, TrainingError, check_fraction
+from tf_lottery.errors import (ConfigError, TrainingError, check_choice, check_fraction,
+                               check_subset)
 from tf_lottery.pruning.magnitude import frankle_carbin_fractions, magnitude_masks
 from tf_lottery.pruning.selection import SCOPES, prune_count
 from tf_lottery.search import rounds
@@ -187,9 +188,7 @@ class IMPSearch(RoundSearch):
                  linear_connectivity=(), connectivity_points=20, connectivity_bn_batches=10,
                  recipe=None, weight_init="kaiming_normal", exclude=(), model_kwargs=None,
                  structure="weights", channel_criterion="l1", slimming_strength=0.0):
-        if structure not in STRUCTURES:
-            raise ConfigError(f"IMPSearch.structure must be one of {STRUCTURES}, "
-                              f"got {structure!r}")
+        check_choice("IMPSearch.structure", structure, STRUCTURES)
         check_criterion(channel_criterion)
         if structure == "weights" and (channel_criterion != "l1" or slimming_strength):
             raise ConfigError("IMPSearch.channel_criterion and slimming_strength need "
@@ -205,17 +204,12 @@ class IMPSearch(RoundSearch):
             if evaluate_controls and control == "random_prune":
                 raise ConfigError("the random_prune control draws unstructured masks; with "
                                   "structure='channels' use control='reinit'")
+        exclude = masks_lib.check_exclude(exclude, "IMPSearch.exclude")
         slimming = SlimmingPenalty(slimming_strength, exclude)  # validates the strength
-        if scope not in SCOPES:
-            raise ConfigError(f"IMPSearch.scope must be one of {SCOPES}, got {scope!r}")
-        if control not in CONTROLS:
-            raise ConfigError(f"IMPSearch.control must be one of {CONTROLS}, got {control!r}")
-        if isinstance(linear_connectivity, str):
-            linear_connectivity = (linear_connectivity,)
-        unknown = sorted(set(linear_connectivity) - set(CONNECTIVITY))
-        if unknown:
-            raise ConfigError(f"IMPSearch.linear_connectivity takes a subset of {CONNECTIVITY}, "
-                              f"got {unknown}")
+        check_choice("IMPSearch.scope", scope, SCOPES)
+        check_choice("IMPSearch.control", control, CONTROLS)
+        linear_connectivity = check_subset("IMPSearch.linear_connectivity", linear_connectivity,
+                                           CONNECTIVITY)
         if int(connectivity_points) < 2 or int(connectivity_bn_batches) < 1:
             raise ConfigError("IMPSearch.connectivity_points must be >= 2 and "
                               "connectivity_bn_batches >= 1")
@@ -269,7 +263,7 @@ class IMPSearch(RoundSearch):
         self.connectivity_points = int(connectivity_points)
         self.connectivity_bn_batches = int(connectivity_bn_batches)
         self.weight_init = weight_init
-        self.exclude = tuple(exclude)
+        self.exclude = exclude
         self.model_kwargs = dict(model_kwargs or {})
         self._rounds_given = num_rounds is not None
         self.structure, self.channel_criterion = structure, channel_criterion

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from tf_lottery import masks as masks_lib
 from tf_lottery.errors import ConfigError, check_fraction
-from tf_lottery.pruning.registry import BATCH_CRITERIA, get_criterion
+from tf_lottery.pruning.registry import BATCH_CRITERIA, criterion_masks, get_criterion
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.fixed_mask import build_fixed_mask_model, layer_masks
@@ -48,7 +48,7 @@ class PruneAtInitSearch(RoundSearch):
         self.prune_fraction = check_fraction("PruneAtInitSearch.prune_fraction", prune_fraction)
         self.num_batches = int(num_batches)
         self.weight_init = weight_init
-        self.exclude = tuple(exclude)
+        self.exclude = masks_lib.check_exclude(exclude, "PruneAtInitSearch.exclude")
         self.model_kwargs = dict(model_kwargs or {})
 
     def build(self, experiment):
@@ -74,14 +74,9 @@ class PruneAtInitSearch(RoundSearch):
 
     def compute_masks(self, network, experiment):
         """The criterion's masks of the network at its current (initial) weights."""
-        criterion = get_criterion(self.criterion)
-        if self.criterion in BATCH_CRITERIA:
-            x, y = self.scoring_batch(experiment.dataset)
-            return criterion(network, x, y, self.prune_fraction, exclude=self.exclude)
-        if self.criterion == "random":
-            return criterion(network, self.prune_fraction, seed=experiment.seed,
-                             exclude=self.exclude)
-        return criterion(network, self.prune_fraction, exclude=self.exclude)
+        return criterion_masks(self.criterion, network, self.prune_fraction,
+                               batch=lambda: self.scoring_batch(experiment.dataset),
+                               seed=experiment.seed, exclude=self.exclude)
 
     def scoring_batch(self, dataset):
         """The first `num_batches` training batches of epoch 0, concatenated."""

@@ -36,13 +36,13 @@ import gin
 import keras
 
 from tf_lottery import masks as masks_lib
-from tf_lottery.errors import ConfigError, TrainingError, check_fraction
+from tf_lottery.errors import ConfigError, TrainingError, check_choice, check_fraction
 from tf_lottery.export.ticket_file import (load_ticket, read_ticket_header, read_ticket_masks,
                                            ticket_variables)
 from tf_lottery.layers.ghosts import SMOOTH_KINDS, ghost_modules, ghosts_faded
 from tf_lottery.layers.initializers import weight_initializer
 from tf_lottery.layers.mask_rules import FixedMask
-from tf_lottery.pruning.registry import BATCH_CRITERIA, get_criterion
+from tf_lottery.pruning.registry import criterion_masks, get_criterion
 from tf_lottery.search import rounds
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.side_run import read_side_run, train_side_run
@@ -76,9 +76,10 @@ def first_decay_epoch(recipe):
 
 
 @gin.configurable
-class ToSTTraining(RoundSearch):
+class ToSTSearch(RoundSearch):
     """Train the mask(s) of `mask_source` with the ToST tweaks (see the module docstring); the
-    ghosts are gone "right before the first learning rate decay" (ToST §2.2).
+    ghosts are gone "right before the first learning rate decay" (ToST §2.2). A search like the
+    others, named like them; `ToSTTraining` is its former name, still registered with gin.
 
     Args:
       mask_source: 'criterion', 'ticket' or 'round'.
@@ -115,16 +116,15 @@ class ToSTTraining(RoundSearch):
                  ghost_schedule_per_batch=False, lrsi=True, teacher=None,
                  distillation_temperature=4.0, distillation_alpha=0.9, teacher_epochs=None,
                  recipe=None, weight_init="kaiming_normal", exclude=(), model_kwargs=None):
-        if mask_source not in MASK_SOURCES:
-            raise ConfigError(f"ToSTTraining.mask_source must be one of {MASK_SOURCES}, got "
-                              f"{mask_source!r}")
+        name = type(self).__name__  # ToSTSearch, or ToSTTraining (its former name)
+        check_choice(f"{name}.mask_source", mask_source, MASK_SOURCES)
         if mask_source == "criterion":
             get_criterion(criterion)  # a ConfigError naming the closest one
-            self.mask_specs = [check_fraction("ToSTTraining.prune_fraction", p)
+            self.mask_specs = [check_fraction(f"{name}.prune_fraction", p)
                                for p in _as_list(prune_fraction)]
         elif mask_source == "ticket":
             if not ticket_path:
-                raise ConfigError("mask_source='ticket' needs ToSTTraining.ticket_path")
+                raise ConfigError(f"mask_source='ticket' needs {name}.ticket_path")
             self.mask_specs = [str(path) for path in _as_list(ticket_path)]
             missing = [path for path in self.mask_specs if not os.path.exists(path)]
             if missing:
@@ -133,13 +133,12 @@ class ToSTTraining(RoundSearch):
                 read_ticket_header(path)
         else:
             if not source_workdir:
-                raise ConfigError("mask_source='round' needs ToSTTraining.source_workdir")
+                raise ConfigError(f"mask_source='round' needs {name}.source_workdir")
             self.mask_specs = [int(r) for r in _as_list(source_round)]
         if not self.mask_specs:
-            raise ConfigError("ToSTTraining has no mask to train (an empty list)")
-        if ghost_activation not in (None, *SMOOTH_KINDS):
-            raise ConfigError(f"ToSTTraining.ghost_activation must be None or one of "
-                              f"{SMOOTH_KINDS}, got {ghost_activation!r}")
+            raise ConfigError(f"{name} has no mask to train (an empty list)")
+        check_choice(f"{name}.ghost_activation", ghost_activation,
+                     (None, *SMOOTH_KINDS))
         super().__init__(num_rounds=len(self.mask_specs), recipe=recipe)
         self.mask_source = mask_source
         self.criterion = criterion
@@ -153,9 +152,9 @@ class ToSTTraining(RoundSearch):
             if end is None:
                 raise ConfigError("the ghosts fade by the first learning-rate decay, and the "
                                   "recipe has none: use TrainingRecipe.lr_schedule='step' with "
-                                  "lr_drop_epochs, or set ToSTTraining.ghost_end_epoch")
+                                  f"lr_drop_epochs, or set {name}.ghost_end_epoch")
             if not 0 < end < self.recipe.epochs:
-                raise ConfigError(f"ToSTTraining.ghost_end_epoch must be in (0, epochs = "
+                raise ConfigError(f"{name}.ghost_end_epoch must be in (0, epochs = "
                                   f"{self.recipe.epochs}) so that the round ends with epochs "
                                   f"that train without ghosts, got {end!r}")
             self.ghost_end_epoch = float(end)
@@ -164,15 +163,15 @@ class ToSTTraining(RoundSearch):
         if teacher is not None and self.recipe.label_smoothing:
             raise ConfigError("knowledge distillation replaces label smoothing (Jaiswal et al., "
                               "'Spending your winning lottery better', §4.6): set "
-                              "TrainingRecipe.label_smoothing = 0 or ToSTTraining.teacher = None")
+                              f"TrainingRecipe.label_smoothing = 0 or {name}.teacher = None")
         if teacher is not None and teacher != DENSE_TEACHER and not os.path.exists(teacher):
-            raise ConfigError(f"ToSTTraining.teacher must be None, {DENSE_TEACHER!r} or the path "
+            raise ConfigError(f"{name}.teacher must be None, {DENSE_TEACHER!r} or the path "
                               f"of a saved .keras model; {teacher!r} does not exist")
         self.teacher = teacher
         self.distillation = Distillation(None, distillation_temperature, distillation_alpha)
         self.teacher_epochs = int(teacher_epochs or self.recipe.epochs)
         self.weight_init = weight_init
-        self.exclude = tuple(exclude)
+        self.exclude = masks_lib.check_exclude(exclude, f"{name}.exclude")
         self.model_kwargs = dict(model_kwargs or {})
 
     @property
@@ -218,13 +217,9 @@ class ToSTTraining(RoundSearch):
             return read_ticket_masks(spec)
         if self.mask_source == "round":
             return rounds.load_round_masks(self.source_workdir, self.source_round_index(spec))
-        criterion = get_criterion(self.criterion)
-        if self.criterion in BATCH_CRITERIA:
-            x, y = next(iter(experiment.dataset.train_epoch(0)))
-            return criterion(network, x, y, spec, exclude=self.exclude)
-        if self.criterion == "random":
-            return criterion(network, spec, seed=experiment.seed, exclude=self.exclude)
-        return criterion(network, spec, exclude=self.exclude)
+        return criterion_masks(self.criterion, network, spec,
+                               batch=lambda: next(iter(experiment.dataset.train_epoch(0))),
+                               seed=experiment.seed, exclude=self.exclude)
 
     def source_round_index(self, spec):
         done = rounds.completed_rounds(self.source_workdir)
@@ -368,3 +363,10 @@ class ToSTTraining(RoundSearch):
                       flush=True)
         self.teacher_accuracy = result["test_accuracy"]
         return network
+
+
+@gin.configurable
+class ToSTTraining(ToSTSearch):
+    """ToSTSearch under its former name, so that gin files and code naming it keep working
+    (`Experiment.search = @ToSTTraining()`, `ToSTTraining.prune_fraction = 0.9`); bindings of
+    `ToSTSearch.*` apply to it too, its own win."""

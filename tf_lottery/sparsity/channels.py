@@ -33,7 +33,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
-from tf_lottery.errors import ConfigError, check_fraction
+from tf_lottery.errors import ConfigError, check_choice, check_fraction
 from tf_lottery.layers.mask_rules import top_k_mask
 from tf_lottery.masks import prunable_layers
 from tf_lottery.pruning.selection import SCOPES, check_scope, prune_count, remove_lowest
@@ -46,9 +46,7 @@ CRITERIA = ("l1", "l2", "bn_gamma")
 
 
 def check_criterion(criterion):
-    if criterion not in CRITERIA:
-        raise ConfigError(f"channel criterion must be one of {CRITERIA}, got {criterion!r}")
-    return criterion
+    return check_choice("channel criterion", criterion, CRITERIA)
 
 
 def _effective(layer):

@@ -26,7 +26,7 @@ import keras
 import tensorflow as tf
 
 from tf_lottery.compat import optimizer_slots
-from tf_lottery.errors import ConfigError, check_fraction
+from tf_lottery.errors import ConfigError, check_choice, check_fraction
 from tf_lottery.layers.mask_rules import FixedMask, top_k_mask
 from tf_lottery.layers.masked import masked_layers
 from tf_lottery.sparsity.distributions import check_distribution, layer_densities
@@ -45,9 +45,7 @@ def check_interval(name, value):
 
 def check_decay(value):
     """A drop-fraction decay in DECAYS; ConfigError naming `drop_fraction_decay` otherwise."""
-    if value not in DECAYS:
-        raise ConfigError(f"drop_fraction_decay must be one of {DECAYS}, got {value!r}")
-    return value
+    return check_choice("drop_fraction_decay", value, DECAYS)
 
 
 def _drop_count(n_active, n_candidates, drop_fraction):

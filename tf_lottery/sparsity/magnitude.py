@@ -10,7 +10,7 @@ hand case can check it and every updater and distribution shares one count and o
 """
 import tensorflow as tf
 
-from tf_lottery.errors import ConfigError
+from tf_lottery.errors import ConfigError, check_choice
 from tf_lottery.layers.mask_rules import top_k_mask
 
 POOLING_TYPES = ("AVG", "MAX")
@@ -32,9 +32,7 @@ def check_block(block_size, block_pooling_type):
                           f"got {block_size!r}") from None
     if height < 1 or width < 1:
         raise ConfigError(f"block_size must be >= (1, 1), got {block_size!r}")
-    if block_pooling_type not in POOLING_TYPES:
-        raise ConfigError(f"block_pooling_type must be one of {POOLING_TYPES}, "
-                          f"got {block_pooling_type!r}")
+    check_choice("block_pooling_type", block_pooling_type, POOLING_TYPES)
     return (height, width), block_pooling_type
 
 

@@ -19,7 +19,7 @@ import gin
 import keras
 
 from tf_lottery import compat
-from tf_lottery.errors import ConfigError
+from tf_lottery.errors import ConfigError, check_choice
 from tf_lottery.layers.ghosts import SMOOTH_KINDS, GhostActivation, GhostSkip
 
 _PASS_THROUGH = (keras.layers.BatchNormalization,)
@@ -86,8 +86,7 @@ def insert_ghosts(model, activations=True, skips=True, kind="swish", initial_bet
       initial_beta: β of the ghost neurons before a schedule sets it.
       initial_alpha: α of the ghost skips before a schedule sets it.
     """
-    if kind not in SMOOTH_KINDS:
-        raise ConfigError(f"kind must be one of {SMOOTH_KINDS}, got {kind!r}")
+    check_choice("kind", kind, SMOOTH_KINDS)
     # Tensors of the new graph that end a 3x3 conv block not yet closed by an activation,
     # mapped to [(block input tensor, conv layer), ...].
     open_blocks = {}

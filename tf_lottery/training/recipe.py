@@ -5,7 +5,7 @@ import math
 import gin
 import keras
 
-from tf_lottery.errors import ConfigError, check_fraction, check_positive
+from tf_lottery.errors import ConfigError, check_choice, check_fraction, check_positive
 from tf_lottery.training.optimizers import PyTorchAdam, PyTorchSGD
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -48,23 +48,15 @@ class TrainingRecipe:
                  weight_decay=1e-4, weight_decay_mode=None, epochs=10, lr_schedule="cosine",
                  lr_drop_epochs=(), lr_drop_factor=0.1, lr_update="step", warmup_epochs=0,
                  label_smoothing=0.0, jit_compile="auto"):
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"TrainingRecipe.optimizer must be one of {OPTIMIZERS}, "
-                              f"got {optimizer!r}")
-        if lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"TrainingRecipe.lr_schedule must be one of {LR_SCHEDULES}, "
-                              f"got {lr_schedule!r}")
-        if lr_update not in LR_UPDATES:
-            raise ConfigError(f"TrainingRecipe.lr_update must be one of {LR_UPDATES}, "
-                              f"got {lr_update!r}")
+        check_choice("TrainingRecipe.optimizer", optimizer, OPTIMIZERS)
+        check_choice("TrainingRecipe.lr_schedule", lr_schedule, LR_SCHEDULES)
+        check_choice("TrainingRecipe.lr_update", lr_update, LR_UPDATES)
         if int(epochs) < 1:
             raise ConfigError(f"TrainingRecipe.epochs must be >= 1, got {epochs!r}")
         check_positive("TrainingRecipe.learning_rate", learning_rate)
         if weight_decay_mode is None:
             weight_decay_mode = "decoupled" if optimizer == "adamw" else "coupled"
-        if weight_decay_mode not in WEIGHT_DECAY_MODES:
-            raise ConfigError(f"TrainingRecipe.weight_decay_mode must be one of "
-                              f"{WEIGHT_DECAY_MODES}, got {weight_decay_mode!r}")
+        check_choice("TrainingRecipe.weight_decay_mode", weight_decay_mode, WEIGHT_DECAY_MODES)
         if optimizer == "adamw" and weight_decay_mode != "decoupled":
             raise ConfigError("TrainingRecipe.optimizer='adamw' decays decoupled by definition; "
                               "use optimizer='adam' for PyTorch's coupled L2 weight decay")
