@@ -86,8 +86,16 @@ class _Recorder:
                 for layer in self.search.layers}
 
 
+# the fast suite trains hard and soft variants covering the score starts s0, fresh, inherit and
+# zero_s0 and both learning-rate modes; the other five run with -m slow, to keep `make test`
+# under ten minutes
+_FAST_VARIANTS = {"ep", "hard_sri", "soft_ft", "soft_srw_zero_init"}
+
+
 @needs_fashion_mnist
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("variant", [
+    pytest.param(v, marks=() if v in _FAST_VARIANTS else pytest.mark.slow)
+    for v in sorted(VARIANTS)])
 def test_each_variant_starts_cycle_two_as_table3_says(tmp_path, variant):
     search = EdgePopupSearch(variant=variant, cycles=2, shrinkage=0.5,
                              recipe=TrainingRecipe(epochs=1, learning_rate=0.1))
