@@ -14,9 +14,9 @@ import gin
 from tf_lottery import masks as masks_lib
 from tf_lottery.search.base import RoundSearch
 from tf_lottery.search.fixed_mask import build_fixed_mask_model, layer_masks
-from tf_lottery.errors import ConfigError, check_choice
+from tf_lottery.errors import ConfigError
 from tf_lottery.sparsity.channels import (GradualChannelPruning, SlimmingPenalty,
-                                          channel_fraction, check_criterion)
+                                          channel_fraction, check_structure)
 from tf_lottery.sparsity.gmp import GradualMagnitudePruning
 from tf_lottery.sparsity.schedules import PolynomialDecay
 
@@ -40,7 +40,6 @@ class GradualMagnitudeSearch(RoundSearch):
       slimming_strength: λ of Network Slimming's λΣ|γ| (structure='channels').
     """
 
-    STRUCTURES = ("weights", "channels")
 
     algorithm = "gmp"
 
@@ -50,11 +49,8 @@ class GradualMagnitudeSearch(RoundSearch):
                  exclude=(), model_kwargs=None, structure="weights", channel_criterion="l1",
                  slimming_strength=0.0):
         super().__init__(num_rounds=1, recipe=recipe)
-        check_choice("GradualMagnitudeSearch.structure", structure, self.STRUCTURES)
-        check_criterion(channel_criterion)
-        if structure == "weights" and (channel_criterion != "l1" or slimming_strength):
-            raise ConfigError("GradualMagnitudeSearch.channel_criterion and slimming_strength "
-                              "need structure='channels'")
+        check_structure("GradualMagnitudeSearch", structure, channel_criterion,
+                        slimming_strength)
         self.schedule = PolynomialDecay(initial_sparsity, final_sparsity, begin_step, end_step,
                                         power=power, frequency=frequency)
         self.exclude = masks_lib.check_exclude(exclude, "GradualMagnitudeSearch.exclude")

@@ -85,13 +85,12 @@ from tf_lottery.search.rewind import (INIT, check_rewind_point, load_rewind_poin
                                       rewind_point_saver, rewind_steps, rewind_to_point,
                                       save_init_point)
 from tf_lottery.sparsity.channels import (SlimmingPenalty, channel_fraction,
-                                          check_channel_pruning, check_criterion,
+                                          check_channel_pruning, check_structure,
                                           prune_channels)
 from tf_lottery.search.fixed_mask import build_fixed_mask_model, layer_masks
 from tf_lottery.training.repulsion import REPULSION, RepulsionLoss
 
 REWIND_MODES = ("init", "lr", "finetune")  # besides the rewind points '<N>ep' and '<N>it'
-STRUCTURES = ("weights", "channels")
 SLIMMING = "slimming_penalty"
 MAX_ROUNDS = 1000
 
@@ -188,11 +187,7 @@ class IMPSearch(RoundSearch):
                  linear_connectivity=(), connectivity_points=20, connectivity_bn_batches=10,
                  recipe=None, weight_init="kaiming_normal", exclude=(), model_kwargs=None,
                  structure="weights", channel_criterion="l1", slimming_strength=0.0):
-        check_choice("IMPSearch.structure", structure, STRUCTURES)
-        check_criterion(channel_criterion)
-        if structure == "weights" and (channel_criterion != "l1" or slimming_strength):
-            raise ConfigError("IMPSearch.channel_criterion and slimming_strength need "
-                              "structure='channels'")
+        check_structure("IMPSearch", structure, channel_criterion, slimming_strength)
         if structure == "channels":
             if layer_prune_fractions is not None:
                 raise ConfigError("structure='channels' removes prune_fraction of every channel "

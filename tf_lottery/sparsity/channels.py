@@ -142,6 +142,19 @@ def prunable_groups(model, exclude=()):
     return prunable
 
 
+STRUCTURES = ("weights", "channels")
+
+
+def check_structure(owner, structure, channel_criterion, slimming_strength):
+    """A search's structure='weights'|'channels' with its channel options, or a ConfigError."""
+    check_choice(f"{owner}.structure", structure, STRUCTURES)
+    check_criterion(channel_criterion)
+    if structure == "weights" and (channel_criterion != "l1" or slimming_strength):
+        raise ConfigError(f"{owner}.channel_criterion and slimming_strength need "
+                          f"structure='channels'")
+    return structure
+
+
 def check_channel_pruning(model, criterion, exclude=()):
     """The groups `criterion` prunes: the prunable groups, for 'bn_gamma' those that pass
     through a BatchNormalization with γ (the others keep all their channels, as in Network
