@@ -55,8 +55,9 @@ class GhostActivation(keras.layers.Layer):
         self.beta = self.add_weight(name="beta", shape=(), trainable=False,
                                     initializer=keras.initializers.Constant(self.initial_beta),
                                     aggregation="only_first_replica")
+        # "ones"/"zeros", not Constant(bool): Constant multiplies, and TF 2.16 has no bool Mul
         self.relu = self.add_weight(name="relu", shape=(), dtype="bool", trainable=False,
-                                    initializer=keras.initializers.Constant(self.initial_relu),
+                                    initializer="ones" if self.initial_relu else "zeros",
                                     aggregation="only_first_replica")
         self.built = True
 
