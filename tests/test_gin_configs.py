@@ -72,7 +72,7 @@ CASES = [
     # the tiny run of each variant's file is slow-marked (test_edge_popup trains every variant;
     # test_gin_file_sets_what_it_promises checks every file's values in the fast suite)
     *[pytest.param(name, EP_TINY, {"EdgePopupSearch.variant": variant},
-                   marks=[needs_fashion_mnist] + ([] if name in ("ep.gin", "hard_iep.gin")
+                   marks=[needs_fashion_mnist] + ([] if name == "hard_iep.gin"
                                                   else [pytest.mark.slow]),
                    id=name[:-4])
       for name, variant in [("ep.gin", "ep"), ("hard_iep.gin", "hard_lr"),
