@@ -69,8 +69,9 @@ CASES = [
                  id="synflow"),
     pytest.param("random_mask.gin", LENET, {"PruneAtInitSearch.criterion": "random"},
                  id="random_mask"),
-    # the tiny run of each variant's file is slow-marked (test_edge_popup trains every variant;
-    # test_gin_file_sets_what_it_promises checks every file's values in the fast suite)
+    # the tiny run of each variant's file but hard_iep.gin (hard_lr) is slow-marked
+    # (test_edge_popup trains ep, hard_sri and soft_ft in the fast suite, every variant with
+    # -m slow; test_gin_file_sets_what_it_promises checks every file's values in the fast suite)
     *[pytest.param(name, EP_TINY, {"EdgePopupSearch.variant": variant},
                    marks=[needs_fashion_mnist] + ([] if name == "hard_iep.gin"
                                                   else [pytest.mark.slow]),
