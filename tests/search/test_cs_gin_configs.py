@@ -76,7 +76,8 @@ def test_cs_gin_runs_on_offline_fashion_mnist(tmp_path):
 
 
 @pytest.mark.parametrize("name", [
-    "cs_supermask.gin", "iss.gin",  # ~5-10 s
+    "cs_supermask.gin",  # ~5-10 s
+    pytest.param("iss.gin", marks=pytest.mark.slow),  # ISS rounds: test_continuous_sparsification
     pytest.param("cs_conv6_cifar10.gin", marks=pytest.mark.slow),  # ticket retraining too
     pytest.param("cs_resnet18_cifar10.gin", marks=pytest.mark.slow)])
 def test_cifar10_gin_runs_on_mock_data(name, tmp_path):
