@@ -40,7 +40,7 @@ from tf_lottery.pruning.selection import SCOPES, check_scope, prune_count, remov
 from tf_lottery.sparsity.channel_graph import channel_groups
 from tf_lottery.sparsity.engine import MaskUpdater
 from tf_lottery.sparsity.magnitude import keep_count
-from tf_lottery.sparsity.schedules import PruningSchedule
+from tf_lottery.sparsity.schedules import check_schedule
 
 CRITERIA = ("l1", "l2", "bn_gamma")
 
@@ -223,10 +223,7 @@ class GradualChannelPruning(MaskUpdater):
 
     def __init__(self, pruning_schedule, criterion="l1", scope="layerwise", exclude=()):
         super().__init__(exclude)
-        if not isinstance(pruning_schedule, PruningSchedule):
-            raise ConfigError(f"pruning_schedule must be a PruningSchedule (ConstantSparsity, "
-                              f"PolynomialDecay), got {pruning_schedule!r}")
-        self.schedule = pruning_schedule
+        self.schedule = check_schedule(pruning_schedule)
         self.criterion = check_criterion(criterion)
         self.scope = check_scope(scope)
         self.groups = None

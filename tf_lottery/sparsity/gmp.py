@@ -5,7 +5,7 @@ from tf_lottery.errors import ConfigError
 from tf_lottery.sparsity.distributions import check_distribution, erdos_renyi_densities
 from tf_lottery.sparsity.engine import MaskUpdater
 from tf_lottery.sparsity.magnitude import check_block, global_magnitude_masks, magnitude_mask
-from tf_lottery.sparsity.schedules import PruningSchedule
+from tf_lottery.sparsity.schedules import check_schedule
 
 
 class GradualMagnitudePruning(MaskUpdater):
@@ -30,10 +30,7 @@ class GradualMagnitudePruning(MaskUpdater):
     def __init__(self, pruning_schedule, distribution="uniform", exclude=(), block_size=(1, 1),
                  block_pooling_type="AVG"):
         super().__init__(exclude)
-        if not isinstance(pruning_schedule, PruningSchedule):
-            raise ConfigError(f"pruning_schedule must be a PruningSchedule (ConstantSparsity, "
-                              f"PolynomialDecay), got {pruning_schedule!r}")
-        self.schedule = pruning_schedule
+        self.schedule = check_schedule(pruning_schedule)
         self.distribution = check_distribution(distribution)
         self.block_size, self.block_pooling_type = check_block(block_size, block_pooling_type)
         if self.distribution == "global" and self.block_size != (1, 1):

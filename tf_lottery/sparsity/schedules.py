@@ -116,3 +116,11 @@ class PolynomialDecay(PruningSchedule):
         return {"initial_sparsity": self.initial_sparsity,
                 "final_sparsity": self.final_sparsity, "begin_step": self.begin_step,
                 "end_step": self.end_step, "power": self.power, "frequency": self.frequency}
+
+
+def check_schedule(schedule):
+    """`schedule` if it is a PruningSchedule, else a ConfigError naming the argument."""
+    if not isinstance(schedule, PruningSchedule):
+        raise ConfigError(f"pruning_schedule must be a PruningSchedule (ConstantSparsity, "
+                          f"PolynomialDecay), got {schedule!r}")
+    return schedule
