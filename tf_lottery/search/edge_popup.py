@@ -210,7 +210,7 @@ class EdgePopupSearch(RoundSearch):
                 "apparent_dying_ratio": dying.apparent_dying_ratio}  # within m*_{i-1}
 
     def describe_round(self, index, metrics):
-        return (f"[{self.variant}] cycle {index + 1}/{self.num_rounds}: remaining "
+        return (f"[{self.variant}] cycle {index + 1}/{self.planned_rounds}: remaining "
                 f"{metrics['remaining_fraction']:.4f}, test accuracy "
                 f"{metrics['test_accuracy']:.4f}, dying ratio {metrics['dying_ratio']:.4f}")
 
