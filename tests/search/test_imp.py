@@ -146,6 +146,15 @@ def test_bad_settings():
         IMPSearch(prune_fraction=0.2, num_rounds=3, scope="per_layer")
 
 
+def test_settings_are_kept_normalised():
+    one_shot = IMPSearch(one_shot=True, target_sparsity=0.8)
+    assert (one_shot.prune_fraction, one_shot.num_rounds, one_shot.planned_rounds) == (0.8, 2, 2)
+    target = IMPSearch(prune_fraction=0.5, target_sparsity=0.7, linear_connectivity="rounds")
+    assert target.num_rounds is None and target.linear_connectivity == ("rounds",)
+    assert target.run_identity()["num_rounds"] == 1  # as python_run.json recorded it before
+    assert target.slimming is None and target.model_kwargs == {}
+
+
 @needs_fashion_mnist
 def test_build_sets_rounds_for_a_target_and_checks_settings(tmp_path):
     search = IMPSearch(prune_fraction=0.5, target_sparsity=0.7, recipe=_recipe())
