@@ -70,7 +70,6 @@ import math
 import os
 
 import gin
-import keras
 import numpy as np
 
 from tf_lottery import masks as masks_lib
@@ -118,28 +117,6 @@ def rounds_to_reach(layer_sizes, target_sparsity, prune_fraction=None, scope="gl
                               f"({sum(remaining.values())} of {total} weights remain after "
                               f"{prunings} prunings)")
     return prunings + 1
-
-
-@keras.saving.register_keras_serializable("tf_lottery")
-class StepOffsetSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """schedule(step + offset): the learning rate of a run resumed at step `offset` (weight
-    rewinding trains steps k..T), while the optimizer's own counter (Adam's bias correction)
-    starts from 0 as for any fresh optimizer."""
-
-    def __init__(self, schedule, offset):
-        self.schedule = schedule
-        self.offset = int(offset)
-
-    def __call__(self, step):
-        return self.schedule(step + self.offset)
-
-    def get_config(self):
-        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
-                "offset": self.offset}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["offset"])
 
 
 def check_imp_settings(prune_fraction, num_rounds, target_sparsity, scope,
@@ -411,12 +388,9 @@ class IMPSearch(RoundSearch):
         if index > 0 and self.rewind_to == "finetune":
             last = self.previous_metrics["final_learning_rate"]
             return self.recipe.make_optimizer(steps_per_epoch, constant_learning_rate=last)
-        optimizer = self.recipe.make_optimizer(steps_per_epoch)
-        if index > 0 and self._run.rewind_step:
-            schedule = self.recipe.schedule(steps_per_epoch)
-            if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-                optimizer.learning_rate = StepOffsetSchedule(schedule, self._run.rewind_step)
-        return optimizer
+        # weight rewinding trains steps k..T of the schedule (rewind_step k; 0 in round 0)
+        start_step = self._run.rewind_step if index > 0 and self._run.rewind_step else 0
+        return self.recipe.make_optimizer(steps_per_epoch, start_step=start_step)
 
     def round_epochs(self, index):
         if index > 0 and self._run.rewind_step:  # the remaining T - k steps, in whole epochs
