@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from tf_lottery.layers import (MASKED_TWINS, FixedMask, MaskedConv2D, MaskedDense,
-                               MaskedDepthwiseConv2D, SigmoidScores, TopKScores, masked_layers)
+                               MaskedDepthwiseConv2D, SigmoidScores, TopKScores, dense_variables,
+                               mask_state_ids, masked_layers)
 
 KERAS_PARENT = {twin: parent for parent, twin in MASKED_TWINS.items()}
 
@@ -248,3 +249,14 @@ def test_forward_mask_is_computed_afresh_eagerly_or_for_another_training_flag():
 
     graph = sigmoids_for.get_concrete_function(False).graph
     assert sum(op.type == "Sigmoid" for op in graph.get_operations()) == 2
+
+
+def test_dense_variables_leave_out_masks_scores_and_rule_state():
+    layer = MaskedDense(3, mask_rule=TopKScores(0.5), name="fc")
+    network = keras.Sequential([keras.Input((4,)), layer, keras.layers.BatchNormalization()])
+    assert {v.name for v in layer.mask_state} == {"mask", "scores",  # and TopKScores' state:
+                                                  "keep_fraction", "ever_selected"}
+    assert mask_state_ids(network) == {id(v) for v in layer.mask_state}
+    assert [v.name for v in dense_variables(network)] == [
+        "kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance"]
+    assert [v.name for v in dense_variables(layer)] == ["kernel", "bias"]

@@ -146,11 +146,21 @@ def test_bad_settings():
         IMPSearch(prune_fraction=0.2, num_rounds=3, scope="per_layer")
 
 
+def test_settings_are_kept_normalised():
+    one_shot = IMPSearch(one_shot=True, target_sparsity=0.8)
+    assert (one_shot.prune_fraction, one_shot.num_rounds, one_shot.planned_rounds) == (0.8, 2, 2)
+    target = IMPSearch(prune_fraction=0.5, target_sparsity=0.7, linear_connectivity="rounds")
+    assert target.num_rounds is None and target.linear_connectivity == ("rounds",)
+    assert target.run_identity()["num_rounds"] == 1  # as python_run.json recorded it before
+    assert target.slimming is None and target.model_kwargs == {}
+
+
 @needs_fashion_mnist
 def test_build_sets_rounds_for_a_target_and_checks_settings(tmp_path):
     search = IMPSearch(prune_fraction=0.5, target_sparsity=0.7, recipe=_recipe())
     search.build(_experiment(tmp_path, search))
-    assert search.num_rounds == 3  # remaining 1, 0.5, 0.25 <= 0.3
+    assert search.planned_rounds == 3  # remaining 1, 0.5, 0.25 <= 0.3
+    assert search.num_rounds is None  # the configuration is left as given
     late = IMPSearch(prune_fraction=0.5, num_rounds=2, rewind_to="1ep", recipe=_recipe())
     with pytest.raises(ConfigError, match="not before the end of round 0"):
         late.build(_experiment(tmp_path, late))
@@ -484,7 +494,7 @@ def test_repulsion_uses_every_previous_optimum_and_reloads_them(tmp_path):
         network = mlp((28, 28, 1), 10)
         network.load_weights(rounds.round_weights_path(str(tmp_path), index))
         for layer in ("fc1", "output"):
-            np.testing.assert_array_equal(again._optima[index][layer],
+            np.testing.assert_array_equal(again._run.optima[index][layer],
                                           network.get_layer(layer).raw_kernel.numpy())
     with open(os.path.join(rounds.round_dir(str(tmp_path), 2), "metrics.json")) as f:
         assert json.load(f)["repulsion_strength"] == 2.0

@@ -7,7 +7,8 @@ import pytest
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.ghosts import GhostActivation, GhostSkip
 from tf_lottery.training.callbacks import ScheduleCallback, bind_ghost_schedules
-from tf_lottery.training.schedules import GhostAlphaSchedule, GhostBetaSchedule, StepDecay
+from tf_lottery.training.recipe import TrainingRecipe
+from tf_lottery.training.schedules import GhostAlphaSchedule, GhostBetaSchedule
 
 
 def _ghost_model():
@@ -50,7 +51,9 @@ def test_callback_sets_variables_each_epoch_and_logs_them():
     model = _ghost_model()
     bindings = bind_ghost_schedules(model, GhostBetaSchedule(relu_epoch=2, final_beta=3.0),
                                     GhostAlphaSchedule(zero_epoch=2))
-    callback = ScheduleCallback(bindings + [("learning_rate", StepDecay(0.1, (1, 3), 0.5))])
+    halving = TrainingRecipe(learning_rate=0.1, epochs=4, lr_schedule="step", lr_drop_epochs=(1, 3),
+                             lr_drop_factor=0.5, jit_compile=False)
+    callback = ScheduleCallback(bindings + [("learning_rate", halving.learning_rate_at)])
     recorder = _Recorder()
     x, y = _data()
     history = model.fit(x, y, batch_size=4, epochs=4, verbose=0, callbacks=[callback, recorder])

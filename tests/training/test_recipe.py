@@ -20,6 +20,36 @@ def test_cosine_schedule_matches_the_formula_at_known_steps():
         assert recipe.learning_rate_at(epoch) == pytest.approx(expected)
 
 
+def test_step_decay_tenfold_at_90_and_135():
+    lr = TrainingRecipe(learning_rate=0.1, epochs=180, lr_schedule="step",
+                        lr_drop_epochs=(90, 135), lr_drop_factor=0.1).learning_rate_at
+    assert lr(0) == 0.1 and lr(89.99) == 0.1
+    assert lr(90) == pytest.approx(0.01) and lr(134.5) == pytest.approx(0.01)
+    assert lr(135) == pytest.approx(0.001) and lr(179) == pytest.approx(0.001)
+
+
+def test_cosine_and_warmup_cosine():
+    cosine = TrainingRecipe(learning_rate=0.1, epochs=180, lr_schedule="cosine").learning_rate_at
+    assert cosine(0) == pytest.approx(0.1)
+    assert cosine(45) == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
+    assert cosine(90) == pytest.approx(0.05)
+    assert cosine(180) == pytest.approx(0.0) and cosine(200) == pytest.approx(0.0)
+    warm = TrainingRecipe(learning_rate=0.1, epochs=105, lr_schedule="cosine",
+                          warmup_epochs=5).learning_rate_at
+    assert warm(0) == 0.0 and warm(2.5) == pytest.approx(0.05) and warm(5) == pytest.approx(0.1)
+    assert warm(55) == pytest.approx(0.05) and warm(105) == pytest.approx(0.0)
+
+
+def test_a_schedule_from_a_later_step_is_the_schedule_offset():
+    recipe = TrainingRecipe(learning_rate=0.1, epochs=10, lr_schedule="cosine")
+    full, late = recipe.schedule(100), recipe.schedule(100, start_step=250)
+    for step in (0, 100, 750):
+        assert _lr(late, step) == pytest.approx(_lr(full, step + 250))
+    assert recipe.schedule(100, constant_learning_rate=0.01, start_step=250) == 0.01
+    constant = TrainingRecipe(learning_rate=0.1, lr_schedule="constant")
+    assert constant.schedule(100, start_step=250) == 0.1
+
+
 def test_step_schedule_with_warmup():
     recipe = TrainingRecipe(learning_rate=0.1, epochs=85, lr_schedule="step",
                             lr_drop_epochs=(56, 71), warmup_epochs=2)

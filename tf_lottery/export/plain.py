@@ -14,7 +14,7 @@ from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers.ghosts import GhostActivation, GhostSkip, ghost_modules
 from tf_lottery.layers.initializers import KaimingNormal, KaimingUniform
-from tf_lottery.layers.masked import MaskedLayerMixin, plain_class
+from tf_lottery.layers.masked import MaskedLayerMixin, dense_variables, plain_class
 from tf_lottery.training.ghost_insertion import remove_ghosts
 
 
@@ -114,9 +114,8 @@ def _copy_weights(layer, plain):
         plain.set_weights(layer.get_weights())
         return
     folded = {id(m.raw_kernel): m for m in masked}
-    state = {id(variable) for m in masked for variable in m.mask_state}
     values = [folded_kernel(folded[id(v)]) if id(v) in folded else keras.ops.convert_to_numpy(v)
-              for v in layer.weights if id(v) not in state]
+              for v in dense_variables(layer)]
     plain.set_weights(values)
 
 

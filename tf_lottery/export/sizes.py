@@ -21,7 +21,6 @@ import tarfile
 import keras
 import numpy as np
 
-from tf_lottery import compat
 from tf_lottery.errors import ConfigError
 
 GZIP_LEVEL = 6
@@ -106,22 +105,18 @@ def plain_weight_values(network, masks=None):
     """
     from tf_lottery.export.plain import fold, network_of
     from tf_lottery.layers.ghosts import ghost_modules
-    from tf_lottery.layers.masked import MaskedLayerMixin
+    from tf_lottery.layers.masked import dense_variables, masked_layers
 
     network, masks = network_of(network), dict(masks or {})
     if not isinstance(network, keras.Model):
         raise ConfigError(f"weights sizes need a Keras model, got {type(network).__name__}")
-    masked = [layer for layer in compat.sublayers(network)
-              if isinstance(layer, MaskedLayerMixin)]
-    folded = {id(layer.raw_kernel): layer for layer in masked}
-    left_out = {id(v) for layer in masked for v in layer.mask_state}
+    folded = {id(layer.raw_kernel): layer for layer in masked_layers(network)}
     activations, skips = ghost_modules(network)
-    left_out |= {id(v) for layer in (*activations, *skips) for v in layer.weights}
-    values, seen = [], set()
-    for variable in network.weights:
-        if id(variable) in left_out or id(variable) in seen:
+    left_out = {id(v) for layer in (*activations, *skips) for v in layer.weights}
+    values = []
+    for variable in dense_variables(network):
+        if id(variable) in left_out:
             continue
-        seen.add(id(variable))
         value = keras.ops.convert_to_numpy(variable)
         layer = folded.get(id(variable))
         if layer is not None:

@@ -46,19 +46,11 @@ from tf_lottery import workdir as workdir_lib
 from tf_lottery.errors import ConfigError
 from tf_lottery.export.plain import network_of
 from tf_lottery.layers.mask_rules import FixedMask
-from tf_lottery.layers.masked import masked_layers
+from tf_lottery.layers.masked import mask_state_ids, masked_layers
 
 FORMAT = "tf_lottery.ticket"
 FORMAT_VERSION = 1
 KINDS = ("weak", "strong")
-
-
-def _masking_variable_ids(network):
-    """ids of the mask, scores and rule state of every masked layer (all but kernel and bias)."""
-    ids = set()
-    for layer in masked_layers(network):
-        ids |= {id(v) for v in layer.mask_state}
-    return ids
 
 
 def _own_weights(layer, prefix, seen, out):
@@ -77,12 +69,14 @@ def _own_weights(layer, prefix, seen, out):
 
 
 def ticket_variables(network):
-    """{key: variable} of what a ticket holds: kernels, biases, batch norm...; no masks, scores
-    or rule state. Keys are layer names from the network down plus the variable name
-    ('block/conv1/kernel')."""
+    """{key: variable} of what a ticket holds, the network's dense variables: kernels, biases,
+    batch norm...; no masks, scores or rule state (layers.masked.mask_state_ids). Keys are layer
+    names from the network down plus the variable name ('block/conv1/kernel'); a SparseModel
+    stands for its network. The keys of rewind points too (search/rewind.py)."""
+    network = network_of(network)
     variables = {}
     _own_weights(network, "", set(), variables)
-    masking = _masking_variable_ids(network)
+    masking = mask_state_ids(network)
     return {key: v for key, v in variables.items() if id(v) not in masking}
 
 

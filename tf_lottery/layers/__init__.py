@@ -10,7 +10,8 @@ from tf_lottery.layers.masked import (
     MaskedConv3D, MaskedConv3DTranspose, MaskedDense, MaskedDepthwiseConv1D,
     MaskedDepthwiseConv2D, MaskedEinsumDense, MaskedEmbedding, MaskedLayerMixin,
     MaskedMultiHeadAttention, MaskedSeparableConv1D, MaskedSeparableConv2D, MaskedWeightsHost,
-    MaskHost, PrunableLayer, WeightMask, masked_layers, plain_class)
+    MaskHost, PrunableLayer, WeightMask, dense_variables, mask_state_ids, masked_layers,
+    plain_class)
 
 __all__ = ["GhostActivation", "GhostSkip", "ghost_modules", "ghosts_faded",
            "DepthwiseInitializer", "KaimingNormal", "KaimingUniform", "SignedKaimingConstant",
@@ -20,5 +21,5 @@ __all__ = ["GhostActivation", "GhostSkip", "ghost_modules", "ghosts_faded",
            "MaskedConv3D", "MaskedConv3DTranspose", "MaskedDense", "MaskedDepthwiseConv1D",
            "MaskedDepthwiseConv2D", "MaskedEinsumDense", "MaskedEmbedding", "MaskedLayerMixin",
            "MaskedMultiHeadAttention", "MaskedSeparableConv1D", "MaskedSeparableConv2D",
-           "MaskedWeightsHost", "MaskHost", "PrunableLayer", "WeightMask", "masked_layers",
-           "plain_class"]
+           "MaskedWeightsHost", "MaskHost", "PrunableLayer", "WeightMask", "dense_variables",
+           "mask_state_ids", "masked_layers", "plain_class"]

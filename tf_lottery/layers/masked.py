@@ -495,6 +495,26 @@ def masked_layers(model):
     return [layer for layer in layers if isinstance(layer, MaskedLayerMixin)]
 
 
+def mask_state_ids(model):
+    """ids of the variables masking adds to the masked layers of `model` (a network or a
+    layer): their masks, scores and mask-rule state (MaskedLayerMixin.mask_state). What every
+    selection of a network's dense variables leaves out (dense_variables, SynFlow's |θ|, the
+    ticket file's ticket_variables)."""
+    return {id(variable) for layer in masked_layers(model) for variable in layer.mask_state}
+
+
+def dense_variables(model):
+    """The weights of `model` (a network or a layer), in `model.weights` order, without the
+    masks, scores and mask-rule state: kernels, biases, normalisation parameters and
+    statistics, what a plain copy of the model holds."""
+    state, seen, variables = mask_state_ids(model), set(), []
+    for variable in model.weights:
+        if id(variable) not in state and id(variable) not in seen:
+            seen.add(id(variable))
+            variables.append(variable)
+    return variables
+
+
 class PrunableLayer:
     """The protocol by which a user's own layer names its prunable weights (the name and method
     of tfmot.sparsity.keras.PrunableLayer): subclass it next to keras.layers.Layer, or simply

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lottery.errors import ConfigError, check_fraction
-from tf_lottery.layers.masked import masked_layers
+from tf_lottery.layers.masked import mask_state_ids
 from tf_lottery.pruning.gradients import fixed_mask_layers, watch_kernels
 from tf_lottery.pruning.selection import current_masks, prune_count, remove_lowest
 
@@ -27,8 +27,7 @@ def _ones_input(model, input_shape):
 def _linearized_variables(model):
     """Float variables SynFlow sets to |θ|: every weight and statistic of the model (as the
     authors' code does to its whole state dict) except the masked layers' masks/rule state."""
-    mask_state = {id(v) for layer in masked_layers(model) for v in layer.variables
-                  if v is not layer.raw_kernel and v is not getattr(layer, "bias", None)}
+    mask_state = mask_state_ids(model)
     return [v for v in model.variables
             if id(v) not in mask_state and "float" in str(v.dtype)]
 

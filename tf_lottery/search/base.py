@@ -36,9 +36,28 @@ from tf_lottery.training.optimizers import last_applied_learning_rate
 from tf_lottery.training.recipe import TrainingRecipe
 
 
+def plain_settings(obj):
+    """{attribute: value} of the public attributes of `obj` that hold plain values (None, bool,
+    numbers, strings, and lists, tuples and string-keyed dicts of them), sorted by name."""
+    return {key: value for key, value in sorted(vars(obj).items())
+            if not key.startswith("_") and _is_plain(value)}
+
+
+def _is_plain(value):
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
 class RoundSearch:
     """Base class of the searches. Subclasses set `algorithm`, `num_rounds` and `recipe` and
-    implement `build` and `begin_round`; the other hooks have sensible defaults."""
+    implement `build` and `begin_round`; the other hooks have sensible defaults.
+
+    `num_rounds` is configuration: the rounds the search was given, or None when `build`
+    computes them (IMP's target_sparsity) and sets `planned_rounds`, the rounds the run trains.
+    """
 
     algorithm = "search"
     # A strong ticket's weights are its seeded initialisation (stored as seed + masks); a weak
@@ -48,11 +67,27 @@ class RoundSearch:
     CONTROL_SEED_STRIDE = 7919  # the control seed of round r > 0: the experiment's seed + stride·r
 
     def __init__(self, num_rounds, recipe=None, evaluators=()):
-        self.num_rounds = int(num_rounds)
+        self.num_rounds = None if num_rounds is None else int(num_rounds)
         self.recipe = recipe or TrainingRecipe()
         # kept out of vars()' plain settings (runner.describe_run): a run's identity is as before
         self._evaluators = check_unique(evaluators)
+        self._planned_rounds = None  # run state: set by build when num_rounds is None
         self.round_start = None
+
+    @property
+    def planned_rounds(self):
+        """The number of rounds the run trains: num_rounds, or what build computed when that is
+        None (run state)."""
+        return self.num_rounds if self._planned_rounds is None else self._planned_rounds
+
+    @planned_rounds.setter
+    def planned_rounds(self, value):
+        self._planned_rounds = int(value)
+
+    def run_identity(self):
+        """The settings that make two runs of this search the same run (runner.describe_run):
+        its plain public attributes."""
+        return plain_settings(self)
 
     @property
     def evaluators(self):
@@ -161,7 +196,7 @@ class RoundSearch:
             model.network.load_weights(rounds.round_weights_path(workdir, done[-1]))
         self.previous_metrics = results[-1] if results else None
         search_epochs = results[-1]["search_epochs"] if results else 0
-        for index in range(len(done), self.num_rounds):
+        for index in range(len(done), self.planned_rounds):
             start = time.time()
             self.begin_round(model, index, experiment)
             # what the round starts from, for the evaluators' side runs (RoundModelTrainer)
@@ -183,7 +218,7 @@ class RoundSearch:
             metrics.update(search_epochs=search_epochs, wall_time_s=time.time() - start,
                            # the rate of the round's last step: what fine-tuning continues at
                            final_learning_rate=last_applied_learning_rate(optimizer),
-                           num_rounds=self.num_rounds)
+                           num_rounds=self.planned_rounds)
             records = epoch_records(callbacks)
             if records:  # what analysis callbacks measured during the round, by epoch
                 metrics["analysis"] = records
@@ -227,7 +262,7 @@ class RoundSearch:
         }
 
     def describe_round(self, index, metrics):
-        return (f"[{self.algorithm}] round {index + 1}/{self.num_rounds}: remaining "
+        return (f"[{self.algorithm}] round {index + 1}/{self.planned_rounds}: remaining "
                 f"{metrics['remaining_fraction']:.4f}, test accuracy "
                 f"{metrics['test_accuracy']:.4f}")
 

@@ -27,7 +27,7 @@ import tensorflow as tf
 from tf_lottery import masks as masks_lib
 from tf_lottery.analysis.callbacks import DyingRatioCallback
 from tf_lottery.analysis.dying import model_dying_stats
-from tf_lottery.errors import ConfigError, check_fraction
+from tf_lottery.errors import ConfigError, check_choice, check_fraction
 from tf_lottery.layers.initializers import score_initializer, weight_initializer
 from tf_lottery.layers.mask_rules import FixedMask, TopKScores
 from tf_lottery.masks import freeze_weights
@@ -59,6 +59,37 @@ def remaining_after(cycle, shrinkage):
     return (1.0 - shrinkage) ** cycle
 
 
+def remaining_per_cycle(cycles, shrinkage=None, target_remaining=None, remaining_schedule=None):
+    """Check EdgePopupSearch's schedule arguments (exactly one of shrinkage, target_remaining
+    and remaining_schedule) and return (cycles, shrinkage or None, [r_1, ..., r_cycles]), the
+    fraction of weights remaining after each cycle."""
+    if sum(x is not None for x in (shrinkage, target_remaining, remaining_schedule)) != 1:
+        raise ConfigError("give exactly one of EdgePopupSearch.shrinkage, "
+                          "EdgePopupSearch.target_remaining and "
+                          "EdgePopupSearch.remaining_schedule")
+    if remaining_schedule is not None:
+        remaining = [check_fraction("EdgePopupSearch.remaining_schedule entry", r,
+                                    allow_one=True) for r in remaining_schedule]
+        if not remaining or min(remaining) == 0 or any(
+                b > a for a, b in zip([1.0] + remaining, remaining)):
+            raise ConfigError("EdgePopupSearch.remaining_schedule must be a non-empty, "
+                              f"non-increasing list of fractions in (0, 1], got "
+                              f"{list(remaining_schedule)!r}")
+        cycles, shrinkage = len(remaining), None
+    elif int(cycles) < 1:
+        raise ConfigError(f"EdgePopupSearch.cycles must be >= 1, got {cycles!r}")
+    if target_remaining is not None:
+        target = check_fraction("EdgePopupSearch.target_remaining", target_remaining,
+                                allow_one=True)
+        if target == 0:
+            raise ConfigError("EdgePopupSearch.target_remaining must be > 0")
+        shrinkage = shrinkage_for_target(target, int(cycles))
+    if shrinkage is not None:
+        shrinkage = check_fraction("EdgePopupSearch.shrinkage", shrinkage)
+        remaining = [remaining_after(i, shrinkage) for i in range(1, int(cycles) + 1)]
+    return int(cycles), shrinkage, remaining
+
+
 @gin.configurable
 class EdgePopupSearch(RoundSearch):
     """EP / hard iEP / soft iEP over `cycles` rounds (see the module docstring for the variants).
@@ -86,36 +117,12 @@ class EdgePopupSearch(RoundSearch):
     strong_ticket = True
 
     def __init__(self, variant="soft_lr", cycles=3, shrinkage=None, target_remaining=None,
-                 remaining_schedule=None, recipe=None, weight_init="signed_kaiming_constant", scaled_init=False,
-                 score_init="kaiming_uniform", affine_batchnorm=False, exclude=(),
-                 model_kwargs=None):
-        if variant not in VARIANTS:
-            raise ConfigError(f"unknown edge-popup variant {variant!r}; choose one of "
-                              f"{sorted(VARIANTS)}")
-        if sum(x is not None for x in (shrinkage, target_remaining, remaining_schedule)) != 1:
-            raise ConfigError("give exactly one of EdgePopupSearch.shrinkage, "
-                              "EdgePopupSearch.target_remaining and "
-                              "EdgePopupSearch.remaining_schedule")
-        if remaining_schedule is not None:
-            remaining = [check_fraction("EdgePopupSearch.remaining_schedule entry", r,
-                                        allow_one=True) for r in remaining_schedule]
-            if not remaining or min(remaining) == 0 or any(
-                    b > a for a, b in zip([1.0] + remaining, remaining)):
-                raise ConfigError("EdgePopupSearch.remaining_schedule must be a non-empty, "
-                                  f"non-increasing list of fractions in (0, 1], got "
-                                  f"{list(remaining_schedule)!r}")
-            cycles, shrinkage = len(remaining), None
-        elif int(cycles) < 1:
-            raise ConfigError(f"EdgePopupSearch.cycles must be >= 1, got {cycles!r}")
-        if target_remaining is not None:
-            target = check_fraction("EdgePopupSearch.target_remaining", target_remaining,
-                                    allow_one=True)
-            if target == 0:
-                raise ConfigError("EdgePopupSearch.target_remaining must be > 0")
-            shrinkage = shrinkage_for_target(target, int(cycles))
-        if shrinkage is not None:
-            shrinkage = check_fraction("EdgePopupSearch.shrinkage", shrinkage)
-            remaining = [remaining_after(i, shrinkage) for i in range(1, int(cycles) + 1)]
+                 remaining_schedule=None, recipe=None, weight_init="signed_kaiming_constant",
+                 scaled_init=False, score_init="kaiming_uniform", affine_batchnorm=False,
+                 exclude=(), model_kwargs=None):
+        check_choice("EdgePopupSearch.variant", variant, VARIANTS)
+        cycles, shrinkage, remaining = remaining_per_cycle(cycles, shrinkage, target_remaining,
+                                                           remaining_schedule)
         super().__init__(num_rounds=cycles, recipe=recipe)
         self.shrinkage = shrinkage  # None when a remaining_schedule is given
         self.remaining = remaining
@@ -210,7 +217,7 @@ class EdgePopupSearch(RoundSearch):
                 "apparent_dying_ratio": dying.apparent_dying_ratio}  # within m*_{i-1}
 
     def describe_round(self, index, metrics):
-        return (f"[{self.variant}] cycle {index + 1}/{self.num_rounds}: remaining "
+        return (f"[{self.variant}] cycle {index + 1}/{self.planned_rounds}: remaining "
                 f"{metrics['remaining_fraction']:.4f}, test accuracy "
                 f"{metrics['test_accuracy']:.4f}, dying ratio {metrics['dying_ratio']:.4f}")
 

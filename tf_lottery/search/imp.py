@@ -65,11 +65,11 @@ point from `connectivity_bn_batches` training batches:
     'rounds'  (metrics['lmc_rounds'], Maene Sec. 4.3) the line joins round r-1's and round r's
               trained networks (r > 0).
 """
+import dataclasses
 import math
 import os
 
 import gin
-import keras
 import numpy as np
 
 from tf_lottery import masks as masks_lib
@@ -119,26 +119,101 @@ def rounds_to_reach(layer_sizes, target_sparsity, prune_fraction=None, scope="gl
     return prunings + 1
 
 
-@keras.saving.register_keras_serializable("tf_lottery")
-class StepOffsetSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """schedule(step + offset): the learning rate of a run resumed at step `offset` (weight
-    rewinding trains steps k..T), while the optimizer's own counter (Adam's bias correction)
-    starts from 0 as for any fresh optimizer."""
+def check_imp_settings(prune_fraction, num_rounds, target_sparsity, scope,
+                       layer_prune_fractions, one_shot, rewind_to, evaluate_controls, control,
+                       repulsion_strength, linear_connectivity, connectivity_points,
+                       connectivity_bn_batches, weight_init, exclude, model_kwargs, structure,
+                       channel_criterion, slimming_strength):
+    """Every check of IMPSearch's arguments (ConfigError on the first that fails); returns the
+    settings IMPSearch keeps, {attribute: value}, normalised: one-shot pruning as
+    prune_fraction = target_sparsity and num_rounds = 2; num_rounds None when the rounds are
+    computed from target_sparsity at build; `slimming` the SlimmingPenalty of
+    slimming_strength > 0, else None."""
+    check_structure("IMPSearch", structure, channel_criterion, slimming_strength)
+    if structure == "channels":
+        if layer_prune_fractions is not None:
+            raise ConfigError("structure='channels' removes prune_fraction of every channel "
+                              "group; drop layer_prune_fractions")
+        if target_sparsity is not None and not one_shot:
+            raise ConfigError("structure='channels' takes num_rounds (the weight sparsity "
+                              "of a channel count is not known in advance), or one_shot="
+                              "True with target_sparsity as the fraction of channels")
+        if evaluate_controls and control == "random_prune":
+            raise ConfigError("the random_prune control draws unstructured masks; with "
+                              "structure='channels' use control='reinit'")
+    exclude = masks_lib.check_exclude(exclude, "IMPSearch.exclude")
+    slimming = SlimmingPenalty(slimming_strength, exclude)  # validates the strength
+    check_choice("IMPSearch.scope", scope, SCOPES)
+    check_choice("IMPSearch.control", control, CONTROLS)
+    linear_connectivity = check_subset("IMPSearch.linear_connectivity", linear_connectivity,
+                                       CONNECTIVITY)
+    if int(connectivity_points) < 2 or int(connectivity_bn_batches) < 1:
+        raise ConfigError("IMPSearch.connectivity_points must be >= 2 and "
+                          "connectivity_bn_batches >= 1")
+    if layer_prune_fractions is not None and scope != "layerwise":
+        raise ConfigError("IMPSearch.layer_prune_fractions needs scope='layerwise'")
+    if one_shot:
+        if target_sparsity is None or num_rounds is not None or prune_fraction is not None:
+            raise ConfigError("one-shot pruning takes target_sparsity only (it prunes to it "
+                              "at once after one dense round); drop num_rounds and "
+                              "prune_fraction")
+        if layer_prune_fractions is not None:
+            raise ConfigError("one-shot pruning prunes target_sparsity in every layer; "
+                              "drop layer_prune_fractions")
+        prune_fraction, num_rounds = target_sparsity, 2
+    elif (num_rounds is None) == (target_sparsity is None):
+        raise ConfigError("give exactly one of IMPSearch.num_rounds and "
+                          "IMPSearch.target_sparsity")
+    if layer_prune_fractions == "frankle_carbin":
+        if prune_fraction is not None:
+            raise ConfigError("with layer_prune_fractions='frankle_carbin' the fractions "
+                              "come from frankle_carbin_fractions.dense/conv/output_factor; "
+                              "drop IMPSearch.prune_fraction")
+    elif isinstance(layer_prune_fractions, str):
+        raise ConfigError(f"IMPSearch.layer_prune_fractions must be None, 'frankle_carbin' "
+                          f"or a dict, got {layer_prune_fractions!r}")
+    elif prune_fraction is None:
+        raise ConfigError("IMPSearch.prune_fraction is required")
+    if prune_fraction is not None:
+        prune_fraction = check_fraction("IMPSearch.prune_fraction", prune_fraction)
+    if target_sparsity is not None:
+        target_sparsity = check_fraction("IMPSearch.target_sparsity", target_sparsity)
+    if num_rounds is not None and int(num_rounds) < 1:
+        raise ConfigError(f"IMPSearch.num_rounds must be >= 1, got {num_rounds!r}")
+    check_rewind_point(rewind_to, "IMPSearch.rewind_to", allow_none=False,
+                       also=("lr", "finetune"))
+    return dict(
+        prune_fraction=prune_fraction, num_rounds=num_rounds, target_sparsity=target_sparsity,
+        scope=scope, layer_prune_fractions=layer_prune_fractions, one_shot=bool(one_shot),
+        rewind_to=rewind_to, evaluate_controls=bool(evaluate_controls), control=control,
+        repulsion_strength=float(repulsion_strength),
+        linear_connectivity=tuple(linear_connectivity),
+        connectivity_points=int(connectivity_points),
+        connectivity_bn_batches=int(connectivity_bn_batches), weight_init=weight_init,
+        exclude=exclude, model_kwargs=dict(model_kwargs or {}), structure=structure,
+        channel_criterion=channel_criterion, slimming=slimming if slimming_strength else None)
 
-    def __init__(self, schedule, offset):
-        self.schedule = schedule
-        self.offset = int(offset)
 
-    def __call__(self, step):
-        return self.schedule(step + self.offset)
+@dataclasses.dataclass
+class IMPRunState:
+    """What IMPSearch.build derives from the model and the data (run state, not configuration).
 
-    def get_config(self):
-        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
-                "offset": self.offset}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["offset"])
+    Attributes:
+      layers: the masked layers IMP prunes (the excluded ones left out).
+      fractions: {layer: prune fraction} of scope='layerwise' ({} for prune_fraction in all).
+      steps_per_epoch: the dataset's.
+      rewind_step: k of weight rewinding, the optimizer steps of round 0 before the rewind point
+        (None for 'init', 'lr' and 'finetune').
+      rewind_point: the rewind.py point rounds r > 0 start from ('init' for k = 0), or None
+        for 'lr' and 'finetune'.
+      optima: {round: {layer: trained kernel}} of the rounds repulsion reads, kept in memory.
+    """
+    layers: list
+    fractions: dict
+    steps_per_epoch: int
+    rewind_step: int = None
+    rewind_point: str = None
+    optima: dict = dataclasses.field(default_factory=dict)
 
 
 @gin.configurable
@@ -150,7 +225,8 @@ class IMPSearch(RoundSearch):
       num_rounds: rounds of training, round 0 dense: round r trains (1-p)^r of the weights.
         Give this or `target_sparsity`.
       target_sparsity: prune until at most 1 - target_sparsity of the weights remain; the number
-        of rounds is computed from the layer sizes (the last ticket may be a little sparser).
+        of rounds is computed from the layer sizes at build (`planned_rounds`; num_rounds stays
+        None), and the last ticket may be a little sparser.
       scope: 'global' (rank all layers together, as Maene et al. A.3) or 'layerwise'.
       layer_prune_fractions: for scope='layerwise': None (prune_fraction in every layer),
         'frankle_carbin' (frankle_carbin_fractions: configure its dense/conv/output_factor
@@ -177,6 +253,10 @@ class IMPSearch(RoundSearch):
         one_shot=True with target_sparsity as the fraction of channels removed).
       channel_criterion: for structure='channels': 'l1', 'l2' or 'bn_gamma'.
       slimming_strength: λ of Network Slimming's λΣ|γ| in every round (structure='channels').
+
+    The arguments are checked once, by check_imp_settings, and kept as attributes of the same
+    names (slimming_strength as `slimming`, its SlimmingPenalty); what build derives from the
+    model and the data is run state, kept apart in an IMPRunState.
     """
 
     algorithm = "imp"
@@ -187,93 +267,42 @@ class IMPSearch(RoundSearch):
                  linear_connectivity=(), connectivity_points=20, connectivity_bn_batches=10,
                  recipe=None, weight_init="kaiming_normal", exclude=(), model_kwargs=None,
                  structure="weights", channel_criterion="l1", slimming_strength=0.0):
-        check_structure("IMPSearch", structure, channel_criterion, slimming_strength)
-        if structure == "channels":
-            if layer_prune_fractions is not None:
-                raise ConfigError("structure='channels' removes prune_fraction of every channel "
-                                  "group; drop layer_prune_fractions")
-            if target_sparsity is not None and not one_shot:
-                raise ConfigError("structure='channels' takes num_rounds (the weight sparsity "
-                                  "of a channel count is not known in advance), or one_shot="
-                                  "True with target_sparsity as the fraction of channels")
-            if evaluate_controls and control == "random_prune":
-                raise ConfigError("the random_prune control draws unstructured masks; with "
-                                  "structure='channels' use control='reinit'")
-        exclude = masks_lib.check_exclude(exclude, "IMPSearch.exclude")
-        slimming = SlimmingPenalty(slimming_strength, exclude)  # validates the strength
-        check_choice("IMPSearch.scope", scope, SCOPES)
-        check_choice("IMPSearch.control", control, CONTROLS)
-        linear_connectivity = check_subset("IMPSearch.linear_connectivity", linear_connectivity,
-                                           CONNECTIVITY)
-        if int(connectivity_points) < 2 or int(connectivity_bn_batches) < 1:
-            raise ConfigError("IMPSearch.connectivity_points must be >= 2 and "
-                              "connectivity_bn_batches >= 1")
-        if layer_prune_fractions is not None and scope != "layerwise":
-            raise ConfigError("IMPSearch.layer_prune_fractions needs scope='layerwise'")
-        if one_shot:
-            if target_sparsity is None or num_rounds is not None or prune_fraction is not None:
-                raise ConfigError("one-shot pruning takes target_sparsity only (it prunes to it "
-                                  "at once after one dense round); drop num_rounds and "
-                                  "prune_fraction")
-            if layer_prune_fractions is not None:
-                raise ConfigError("one-shot pruning prunes target_sparsity in every layer; "
-                                  "drop layer_prune_fractions")
-            prune_fraction, num_rounds = target_sparsity, 2
-        elif (num_rounds is None) == (target_sparsity is None):
-            raise ConfigError("give exactly one of IMPSearch.num_rounds and "
-                              "IMPSearch.target_sparsity")
-        if layer_prune_fractions == "frankle_carbin":
-            if prune_fraction is not None:
-                raise ConfigError("with layer_prune_fractions='frankle_carbin' the fractions "
-                                  "come from frankle_carbin_fractions.dense/conv/output_factor; "
-                                  "drop IMPSearch.prune_fraction")
-        elif isinstance(layer_prune_fractions, str):
-            raise ConfigError(f"IMPSearch.layer_prune_fractions must be None, 'frankle_carbin' "
-                              f"or a dict, got {layer_prune_fractions!r}")
-        elif prune_fraction is None:
-            raise ConfigError("IMPSearch.prune_fraction is required")
-        if prune_fraction is not None:
-            prune_fraction = check_fraction("IMPSearch.prune_fraction", prune_fraction)
-        if target_sparsity is not None:
-            target_sparsity = check_fraction("IMPSearch.target_sparsity", target_sparsity)
-        if num_rounds is not None and int(num_rounds) < 1:
-            raise ConfigError(f"IMPSearch.num_rounds must be >= 1, got {num_rounds!r}")
-        check_rewind_point(rewind_to, "IMPSearch.rewind_to", allow_none=False,
-                           also=("lr", "finetune"))
-        evaluators = [Control(control)] if evaluate_controls else []
-        if linear_connectivity:
-            evaluators.append(LinearModeConnectivity(linear_connectivity, connectivity_points,
-                                                     connectivity_bn_batches))
-        super().__init__(num_rounds=num_rounds or 1, recipe=recipe, evaluators=evaluators)
-        self.prune_fraction = prune_fraction
-        self.target_sparsity = target_sparsity
-        self.scope = scope
-        self.layer_prune_fractions = layer_prune_fractions
-        self.one_shot = bool(one_shot)
-        self.rewind_to = rewind_to
-        self.evaluate_controls = bool(evaluate_controls)
-        self.control = control
-        self.repulsion_strength = float(repulsion_strength)
-        self.linear_connectivity = tuple(linear_connectivity)
-        self.connectivity_points = int(connectivity_points)
-        self.connectivity_bn_batches = int(connectivity_bn_batches)
-        self.weight_init = weight_init
-        self.exclude = exclude
-        self.model_kwargs = dict(model_kwargs or {})
-        self._rounds_given = num_rounds is not None
-        self.structure, self.channel_criterion = structure, channel_criterion
-        self.slimming = slimming if slimming_strength else None
+        settings = check_imp_settings(
+            prune_fraction=prune_fraction, num_rounds=num_rounds,
+            target_sparsity=target_sparsity, scope=scope,
+            layer_prune_fractions=layer_prune_fractions, one_shot=one_shot, rewind_to=rewind_to,
+            evaluate_controls=evaluate_controls, control=control,
+            repulsion_strength=repulsion_strength, linear_connectivity=linear_connectivity,
+            connectivity_points=connectivity_points,
+            connectivity_bn_batches=connectivity_bn_batches, weight_init=weight_init,
+            exclude=exclude, model_kwargs=model_kwargs, structure=structure,
+            channel_criterion=channel_criterion, slimming_strength=slimming_strength)
+        evaluators = [Control(settings["control"])] if settings["evaluate_controls"] else []
+        if settings["linear_connectivity"]:
+            evaluators.append(LinearModeConnectivity(settings["linear_connectivity"],
+                                                     settings["connectivity_points"],
+                                                     settings["connectivity_bn_batches"]))
+        super().__init__(num_rounds=settings.pop("num_rounds"), recipe=recipe,
+                         evaluators=evaluators)
+        vars(self).update(settings)  # the checked settings, one attribute each
+        self._run = None  # IMPRunState, set by build
+
+    def run_identity(self):
+        identity = super().run_identity()
+        if identity["num_rounds"] is None:  # as runs with a target_sparsity were recorded
+            identity["num_rounds"] = 1      # before num_rounds was kept apart from the rounds
+        return identity                     # computed at build: their workdirs still resume
 
     # -- setup -------------------------------------------------------------------------------
 
     def build(self, experiment):
-        model, self.layers = build_fixed_mask_model(experiment, self.weight_init, self.exclude,
-                                                    self.model_kwargs)
+        model, layers = build_fixed_mask_model(experiment, self.weight_init, self.exclude,
+                                               self.model_kwargs)
         if self.layer_prune_fractions == "frankle_carbin":
-            self.fractions = frankle_carbin_fractions(model.network, exclude=self.exclude)
+            fractions = frankle_carbin_fractions(model.network, exclude=self.exclude)
         else:
-            self.fractions = dict(self.layer_prune_fractions or {})
-            unknown = sorted(set(self.fractions) - {layer.name for layer in self.layers})
+            fractions = dict(self.layer_prune_fractions or {})
+            unknown = sorted(set(fractions) - {layer.name for layer in layers})
             if unknown:
                 raise ConfigError(f"IMPSearch.layer_prune_fractions names layers that are not "
                                   f"pruned: {unknown}")
@@ -281,39 +310,38 @@ class IMPSearch(RoundSearch):
             check_channel_pruning(model.network, self.channel_criterion, self.exclude)
             if self.slimming is not None:
                 model.add_regularizer(SLIMMING, self.slimming)
-        if not self._rounds_given:
-            sizes = {layer.name: int(np.prod(layer.mask.shape)) for layer in self.layers}
-            self.num_rounds = rounds_to_reach(sizes, self.target_sparsity, self.prune_fraction,
-                                              self.scope, self.fractions)
-        steps_per_epoch = self._steps_per_epoch = experiment.dataset.steps_per_epoch
-        # rewind_point: the rewind.py point rounds r > 0 start from ('init' for k = 0), or None
-        self.rewind_step, self.rewind_point = None, None
+        if self.num_rounds is None:  # target_sparsity: as many rounds as reach it
+            sizes = {layer.name: int(np.prod(layer.mask.shape)) for layer in layers}
+            self.planned_rounds = rounds_to_reach(sizes, self.target_sparsity,
+                                                  self.prune_fraction, self.scope, fractions)
+        steps_per_epoch = experiment.dataset.steps_per_epoch
+        rewind_step, rewind_point = None, None
         if self.rewind_to == INIT:
-            self.rewind_point = INIT
+            rewind_point = INIT
         elif self.rewind_to not in ("lr", "finetune"):
-            self.rewind_step = rewind_steps(self.rewind_to, steps_per_epoch, "IMPSearch.rewind_to")
-            self.rewind_point = self.rewind_to if self.rewind_step else INIT
+            rewind_step = rewind_steps(self.rewind_to, steps_per_epoch, "IMPSearch.rewind_to")
+            rewind_point = self.rewind_to if rewind_step else INIT
             total = self.recipe.epochs * steps_per_epoch
-            if self.rewind_step >= total:
-                raise ConfigError(f"rewind_to={self.rewind_to!r} is step {self.rewind_step}, "
+            if rewind_step >= total:
+                raise ConfigError(f"rewind_to={self.rewind_to!r} is step {rewind_step}, "
                                   f"not before the end of round 0 ({total} steps)")
-        self._optima = {}
+        self._run = IMPRunState(layers, fractions, steps_per_epoch, rewind_step, rewind_point)
         return model
 
     def on_init(self, model, experiment):
-        if self.rewind_point == INIT:
+        if self._run.rewind_point == INIT:
             save_init_point(experiment.workdir, model.network)
 
     def ticket_weights(self, experiment):
         """The weights the final ticket (the last round's mask) is trained from: θ0, θ_k (the
         rewind point's dense weights), or for 'lr'/'finetune' the trained weights of the round
         before it."""
-        if self.num_rounds > 1 and self.rewind_to in ("lr", "finetune"):
-            return rounds.round_weights_path(experiment.workdir, self.num_rounds - 2)
-        if self.num_rounds == 1 or self.rewind_point == INIT:
+        if self.planned_rounds > 1 and self.rewind_to in ("lr", "finetune"):
+            return rounds.round_weights_path(experiment.workdir, self.planned_rounds - 2)
+        if self.planned_rounds == 1 or self._run.rewind_point == INIT:
             return os.path.join(rounds.init_dir(experiment.workdir), rounds.WEIGHTS_FILE)
-        return load_rewind_point(self.model.network, experiment.workdir, self.rewind_point,
-                                 self._steps_per_epoch)
+        return load_rewind_point(self.model.network, experiment.workdir, self._run.rewind_point,
+                                 self._run.steps_per_epoch)
 
     # -- rounds ------------------------------------------------------------------------------
 
@@ -325,21 +353,21 @@ class IMPSearch(RoundSearch):
                                    self.scope, self.exclude)
         elif index > 0:
             masks = magnitude_masks(network, self.prune_fraction or 0.0, self.scope,
-                                    self.fractions or None, self.exclude)
+                                    self._run.fractions or None, self.exclude)
         if index > 0:
             self._rewind(network, experiment)
             masks_lib.set_masks(network, masks)
             if self.repulsion_strength:
                 optima = [self._optimum(network, r, experiment) for r in range(index)]
-                model.add_regularizer(REPULSION, RepulsionLoss(self.layers, optima,
+                model.add_regularizer(REPULSION, RepulsionLoss(self._run.layers, optima,
                                                                self.repulsion_strength))
 
     def _rewind(self, network, experiment):
-        if self.rewind_point is None:
+        if self._run.rewind_point is None:
             return  # 'lr', 'finetune': keep θ_T of the previous round
         try:
-            rewind_to_point(network, experiment.workdir, self.rewind_point,
-                            self._steps_per_epoch)
+            rewind_to_point(network, experiment.workdir, self._run.rewind_point,
+                            self._run.steps_per_epoch)
         except ConfigError as e:
             raise TrainingError(f"the rewind point {self.rewind_to!r} was not saved in round 0 "
                                 f"(was round 0 run with another rewind_to?); rerun in a new "
@@ -348,47 +376,44 @@ class IMPSearch(RoundSearch):
     def _optimum(self, network, index, experiment):
         """{layer: kernel} at the end of round `index` (kept in memory, else read from its
         weights file, e.g. after a restart)."""
-        if index not in self._optima:
+        if index not in self._run.optima:
             current = network.get_weights()
             network.load_weights(rounds.round_weights_path(experiment.workdir, index))
-            self._optima[index] = _kernels(self.layers)
+            self._run.optima[index] = _kernels(self._run.layers)
             network.set_weights(current)
-        return self._optima[index]
+        return self._run.optima[index]
 
     def make_optimizer(self, index, experiment):
         steps_per_epoch = experiment.dataset.steps_per_epoch
         if index > 0 and self.rewind_to == "finetune":
             last = self.previous_metrics["final_learning_rate"]
             return self.recipe.make_optimizer(steps_per_epoch, constant_learning_rate=last)
-        optimizer = self.recipe.make_optimizer(steps_per_epoch)
-        if index > 0 and self.rewind_step:
-            schedule = self.recipe.schedule(steps_per_epoch)
-            if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-                optimizer.learning_rate = StepOffsetSchedule(schedule, self.rewind_step)
-        return optimizer
+        # weight rewinding trains steps k..T of the schedule (rewind_step k; 0 in round 0)
+        start_step = self._run.rewind_step if index > 0 and self._run.rewind_step else 0
+        return self.recipe.make_optimizer(steps_per_epoch, start_step=start_step)
 
     def round_epochs(self, index):
-        if index > 0 and self.rewind_step:  # the remaining T - k steps, in whole epochs
-            return math.ceil(self.recipe.epochs - self.rewind_step / self._steps_per_epoch
+        if index > 0 and self._run.rewind_step:  # the remaining T - k steps, in whole epochs
+            return math.ceil(self.recipe.epochs - self._run.rewind_step / self._run.steps_per_epoch
                              - 1e-9)
         return self.recipe.epochs
 
     def round_callbacks(self, model, index, experiment):
-        if index == 0 and self.rewind_step:
-            saver = rewind_point_saver(model.network, experiment.workdir, [self.rewind_point],
-                                       self._steps_per_epoch,
-                                       self.recipe.epochs * self._steps_per_epoch)
+        if index == 0 and self._run.rewind_step:
+            saver = rewind_point_saver(model.network, experiment.workdir, [self._run.rewind_point],
+                                       self._run.steps_per_epoch,
+                                       self.recipe.epochs * self._run.steps_per_epoch)
             return [saver]
         return []
 
     def ticket_masks(self, model):
-        return layer_masks(self.layers)
+        return layer_masks(self._run.layers)
 
     def round_metrics(self, model, index, experiment):
         metrics = {"pruning_steps": index, "scope": self.scope, "rewind_to": self.rewind_to,
-                   "rewind_step": self.rewind_step, "one_shot": self.one_shot,
+                   "rewind_step": self._run.rewind_step, "one_shot": self.one_shot,
                    "prune_fraction": self.prune_fraction if index > 0 else None,
-                   "layer_prune_fractions": self.fractions if index > 0 else None,
+                   "layer_prune_fractions": self._run.fractions if index > 0 else None,
                    "repulsion_strength": self.repulsion_strength, "structure": self.structure}
         if self.structure == "channels":
             metrics.update(channel_criterion=self.channel_criterion,
@@ -406,7 +431,7 @@ class IMPSearch(RoundSearch):
 
     def end_round(self, model, index, metrics, experiment):
         if self.repulsion_strength:
-            self._optima[index] = _kernels(self.layers)
+            self._run.optima[index] = _kernels(self._run.layers)
 
 
 def _kernels(layers):

@@ -82,13 +82,6 @@ def legacy_rewind_path(workdir, steps):
     return os.path.join(rounds.init_dir(workdir), f"rewind_{int(steps)}it.weights.h5")
 
 
-def _dense_variables(network):
-    """[(key, variable)] of every variable but the masks, scores and mask-rule state, keyed as
-    the ticket file keys them (ticket_variables: layer names from the network down); a
-    SparseModel stands for its network."""
-    return list(ticket_variables(network_of(network)).items())
-
-
 def _without_model_name(weights):
     """{key: array} of a file of the older format, keyed by variable path (every key led by one
     model name), the model name dropped; None when the keys do not share a leading component."""
@@ -109,7 +102,7 @@ def dense_weights(network):
     Args:
       network: a masked network or a SparseModel.
     """
-    return {path: keras.ops.convert_to_numpy(v) for path, v in _dense_variables(network)}
+    return {path: keras.ops.convert_to_numpy(v) for path, v in ticket_variables(network).items()}
 
 
 def assign_dense_weights(network, weights):
@@ -121,7 +114,7 @@ def assign_dense_weights(network, weights):
       weights: {key: array} naming exactly the network's dense variables (keys led by a model
         name, the old format, are read without it); otherwise a ConfigError.
     """
-    variables = dict(_dense_variables(network))
+    variables = ticket_variables(network)
     if set(weights) != set(variables):
         legacy = _without_model_name(weights)
         if legacy is not None and set(legacy) == set(variables):

@@ -24,7 +24,7 @@ from tf_lottery.experiment import Experiment
 from tf_lottery.models.keras_model import KerasModelFn, takes_shape_arguments
 from tf_lottery.models.sparsify import copyable
 from tf_lottery.models.zoo import build_model
-from tf_lottery.search.base import RoundSearch
+from tf_lottery.search.base import RoundSearch, plain_settings
 
 
 @dataclasses.dataclass
@@ -68,10 +68,6 @@ def describe_run(search, model, data, seed):
     """What makes two runs the same run, as JSON text: the search's and its recipe's settings,
     the model's architecture (or the name of the function that builds it), the data and the
     seed. A rerun in the same workdir continues only the same run."""
-    def settings(obj):
-        return {key: value for key, value in sorted(vars(obj).items())
-                if not key.startswith("_") and _is_plain(value)}
-
     if isinstance(model, keras.Model):  # layer configs without names: Keras numbers the
         try:                             # automatic ones ('sequential_3') per process
             architecture = [[type(layer).__name__,
@@ -81,19 +77,11 @@ def describe_run(search, model, data, seed):
             architecture = type(model).__name__
     else:
         architecture = getattr(model, "__qualname__", None) or repr(model)
-    return json.dumps({"search": type(search).__name__, "settings": settings(search),
-                       "recipe": settings(search.recipe), "model": architecture,
+    return json.dumps({"search": type(search).__name__, "settings": search.run_identity(),
+                       "recipe": plain_settings(search.recipe), "model": architecture,
                        "data": dataclasses.asdict(data.info), "batch_size": data.batch_size,
                        "data_seed": data.seed, "seed": seed}, indent=1, sort_keys=True,
                       default=str)
-
-
-def _is_plain(value):
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return value is None or isinstance(value, (bool, int, float, str))
 
 
 def _prepare_workdir(workdir, description, overwrite):

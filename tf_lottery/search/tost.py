@@ -322,7 +322,7 @@ class ToSTSearch(RoundSearch):
         names = {"ghost_skips": "GSk", "ghost_activation": "GSw", "lrsi": "LRsI",
                  "label_smoothing": "LS", "distillation": "KD"}
         on = "+".join(names[k] for k, v in self.tweaks().items() if v) or "no tweaks"
-        return (f"[tost] round {index + 1}/{self.num_rounds} ({self.mask_source} "
+        return (f"[tost] round {index + 1}/{self.planned_rounds} ({self.mask_source} "
                 f"{self.mask_specs[index]}, {on}): remaining "
                 f"{metrics['remaining_fraction']:.4f}, test accuracy "
                 f"{metrics['test_accuracy']:.4f}")

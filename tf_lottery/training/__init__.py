@@ -9,15 +9,12 @@ from tf_lottery.training.lrsi import layerwise_rescaled_init, one_step_losses, r
 from tf_lottery.training.recipe import TrainingRecipe
 from tf_lottery.training.repulsion import (REPULSION, RepulsionLoss, repulsion_loss,
                                            squared_cosines)
-from tf_lottery.training.schedules import (ConstantSchedule, CosineDecay, GhostAlphaSchedule,
-                                           GhostBetaSchedule, Schedule, StepDecay,
-                                           WarmupCosineDecay)
+from tf_lottery.training.schedules import GhostAlphaSchedule, GhostBetaSchedule, Schedule
 from tf_lottery.training.sparse_model import SparseModel
 
 __all__ = ["LEARNING_RATE", "ScheduleCallback", "bind_ghost_schedules", "insert_ghosts",
            "is_plain_relu", "remove_ghosts", "Distillation", "LabelSmoothingCrossEntropy",
            "distillation_loss", "label_smoothing_cross_entropy", "make_loss",
-           "layerwise_rescaled_init", "one_step_losses", "rescalable_layers", "ConstantSchedule",
-           "CosineDecay", "GhostAlphaSchedule", "GhostBetaSchedule", "Schedule", "StepDecay",
-           "WarmupCosineDecay", "SparseModel", "TrainingRecipe", "REPULSION", "RepulsionLoss",
-           "repulsion_loss", "squared_cosines"]
+           "layerwise_rescaled_init", "one_step_losses", "rescalable_layers",
+           "GhostAlphaSchedule", "GhostBetaSchedule", "Schedule", "SparseModel", "TrainingRecipe",
+           "REPULSION", "RepulsionLoss", "repulsion_loss", "squared_cosines"]

@@ -2,7 +2,8 @@
 
     callback = ScheduleCallback(
         bind_ghost_schedules(model, GhostBetaSchedule(90), GhostAlphaSchedule(90))
-        + [("learning_rate", StepDecay(0.1, (90, 135)))])
+        + [("learning_rate", TrainingRecipe(lr_schedule="step", lr_drop_epochs=(90, 135))
+                                .learning_rate_at)])
     model.fit(..., callbacks=[callback, keras.callbacks.TensorBoard(logdir)])
 
 Place it before TensorBoard/CSVLogger in `callbacks` so they see the logged values.

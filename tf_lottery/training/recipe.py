@@ -100,10 +100,18 @@ class TrainingRecipe:
             return self.learning_rate * self.lr_drop_factor ** drops
         return self.learning_rate
 
-    def schedule(self, steps_per_epoch, constant_learning_rate=None):
-        """A Keras LearningRateSchedule of the optimizer step (or a constant)."""
+    def schedule(self, steps_per_epoch, constant_learning_rate=None, start_step=0):
+        """A Keras LearningRateSchedule of the optimizer step (or a constant); with
+        `start_step` k, the schedule from step k on (StepOffsetSchedule) for an optimizer whose
+        own step counter starts at 0 (IMP's weight rewinding trains steps k..T)."""
         if constant_learning_rate is not None:
             return float(constant_learning_rate)
+        schedule = self._schedule(steps_per_epoch)
+        if start_step and isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            return StepOffsetSchedule(schedule, start_step)
+        return schedule
+
+    def _schedule(self, steps_per_epoch):
         if self.lr_schedule == "constant" and not self.warmup_epochs:
             return self.learning_rate
         warmup = self.warmup_epochs * steps_per_epoch
@@ -116,10 +124,11 @@ class TrainingRecipe:
         return EpochLearningRate(self, steps_per_epoch)
 
     def make_optimizer(self, steps_per_epoch, constant_learning_rate=None,
-                       exclude_from_weight_decay=()):
-        """A fresh optimizer (no momentum state) following this recipe; variables whose name
+                       exclude_from_weight_decay=(), start_step=0):
+        """A fresh optimizer (no momentum state) following this recipe (its learning rate
+        `schedule(steps_per_epoch, constant_learning_rate, start_step)`); variables whose name
         contains an entry of `exclude_from_weight_decay` are not decayed (either mode)."""
-        lr = self.schedule(steps_per_epoch, constant_learning_rate)
+        lr = self.schedule(steps_per_epoch, constant_learning_rate, start_step)
         if self.weight_decay_mode == "coupled":
             if self.optimizer == "sgd":
                 opt = PyTorchSGD(lr, momentum=self.momentum, nesterov=self.nesterov,
@@ -179,3 +188,25 @@ class EpochLearningRate(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"steps_per_epoch": self.steps_per_epoch}
+
+
+@keras.saving.register_keras_serializable("tf_lottery")
+class StepOffsetSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """schedule(step + offset): the learning rate of a run resumed at step `offset` (weight
+    rewinding trains steps k..T), while the optimizer's own counter (Adam's bias correction)
+    starts from 0 as for any fresh optimizer."""
+
+    def __init__(self, schedule, offset):
+        self.schedule = schedule
+        self.offset = int(offset)
+
+    def __call__(self, step):
+        return self.schedule(step + self.offset)
+
+    def get_config(self):
+        return {"schedule": keras.saving.serialize_keras_object(self.schedule),
+                "offset": self.offset}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["schedule"]), config["offset"])

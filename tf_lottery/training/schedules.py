@@ -2,10 +2,11 @@
 
 `schedule(epoch)` returns the value for training that starts at `epoch` (epoch 0 is the first).
 Each schedule is a small gin-configurable class with `get_config()` and a `log_name` under which
-`ScheduleCallback` logs its value. Learning-rate schedules follow ToST §3.1 (×0.1 at epochs 90 and
-135 of 180); ghost schedules follow ToST §2.2: β of the ghost neurons is raised and they become
-ReLU right before the first learning-rate decay, and α of the ghost skips decreases and is exactly
-0 from that epoch on. The ramp shapes (linear) are our choice: the paper names no formula.
+`ScheduleCallback` logs its value. The ghost schedules follow ToST §2.2: β of the ghost neurons is
+raised and they become ReLU right before the first learning-rate decay, and α of the ghost skips
+decreases and is exactly 0 from that epoch on. The ramp shapes (linear) are our choice: the paper
+names no formula. Learning-rate schedules have one home, the TrainingRecipe (training/recipe.py:
+`schedule` for the optimizer, `learning_rate_at` as a callable of the epoch).
 """
 import math
 
@@ -97,98 +98,3 @@ class GhostAlphaSchedule(Schedule):
     def get_config(self):
         return {"zero_epoch": self.zero_epoch, "initial_alpha": self.initial_alpha,
                 "fade_start_epoch": self.fade_start_epoch}
-
-
-@gin.configurable
-class StepDecay(Schedule):
-    """lr(e) = initial_learning_rate · decay_factor^(number of decay_epochs <= e)."""
-
-    log_name = "learning_rate"
-
-    def __init__(self, initial_learning_rate=0.1, decay_epochs=(90, 135), decay_factor=0.1):
-        if list(decay_epochs) != sorted(decay_epochs):
-            raise ConfigError(f"decay_epochs must be increasing, got {decay_epochs!r}")
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.decay_epochs = tuple(float(e) for e in decay_epochs)
-        self.decay_factor = float(decay_factor)
-
-    def __call__(self, epoch):
-        epoch = _check_epoch(epoch)
-        decays = sum(1 for e in self.decay_epochs if epoch >= e)
-        return self.initial_learning_rate * self.decay_factor ** decays
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "decay_epochs": self.decay_epochs, "decay_factor": self.decay_factor}
-
-
-@gin.configurable
-class CosineDecay(Schedule):
-    """lr(e) = final + (initial − final)·(1 + cos(π·e/total_epochs))/2, final after total_epochs."""
-
-    log_name = "learning_rate"
-
-    def __init__(self, initial_learning_rate=0.1, total_epochs=180.0, final_learning_rate=0.0):
-        if not total_epochs > 0:
-            raise ConfigError(f"total_epochs must be > 0, got {total_epochs!r}")
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.total_epochs = float(total_epochs)
-        self.final_learning_rate = float(final_learning_rate)
-
-    def __call__(self, epoch):
-        progress = min(_check_epoch(epoch) / self.total_epochs, 1.0)
-        span = self.initial_learning_rate - self.final_learning_rate
-        return self.final_learning_rate + span * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    def get_config(self):
-        return {"initial_learning_rate": self.initial_learning_rate,
-                "total_epochs": self.total_epochs,
-                "final_learning_rate": self.final_learning_rate}
-
-
-@gin.configurable
-class WarmupCosineDecay(Schedule):
-    """Linear warm-up from warmup_start_learning_rate to initial_learning_rate over
-    warmup_epochs, then `CosineDecay` over the remaining total_epochs − warmup_epochs."""
-
-    log_name = "learning_rate"
-
-    def __init__(self, initial_learning_rate=0.1, warmup_epochs=5.0, total_epochs=180.0,
-                 final_learning_rate=0.0, warmup_start_learning_rate=0.0):
-        if not 0 <= warmup_epochs < total_epochs:
-            raise ConfigError(f"need 0 <= warmup_epochs < total_epochs, got "
-                              f"{warmup_epochs!r}, {total_epochs!r}")
-        self.warmup_epochs = float(warmup_epochs)
-        self.warmup_start_learning_rate = float(warmup_start_learning_rate)
-        self.cosine = CosineDecay(initial_learning_rate, total_epochs - warmup_epochs,
-                                  final_learning_rate)
-
-    def __call__(self, epoch):
-        epoch = _check_epoch(epoch)
-        if epoch < self.warmup_epochs:
-            start, peak = self.warmup_start_learning_rate, self.cosine.initial_learning_rate
-            return start + (peak - start) * epoch / self.warmup_epochs
-        return self.cosine(epoch - self.warmup_epochs)
-
-    def get_config(self):
-        return {"initial_learning_rate": self.cosine.initial_learning_rate,
-                "warmup_epochs": self.warmup_epochs,
-                "total_epochs": self.cosine.total_epochs + self.warmup_epochs,
-                "final_learning_rate": self.cosine.final_learning_rate,
-                "warmup_start_learning_rate": self.warmup_start_learning_rate}
-
-
-@gin.configurable
-class ConstantSchedule(Schedule):
-    """The same value at every epoch."""
-
-    def __init__(self, value, log_name="constant"):
-        self.value = float(value)
-        self.log_name = log_name
-
-    def __call__(self, epoch):
-        _check_epoch(epoch)
-        return self.value
-
-    def get_config(self):
-        return {"value": self.value, "log_name": self.log_name}
