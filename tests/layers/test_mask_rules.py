@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from tf_lottery.errors import ConfigError
 from tf_lottery.layers import (FixedMask, MaskedConv2D, MaskedDense, SigmoidScores, TopKScores,
-                               get_rule, keep_count, mask_rules, top_k_mask)
+                               get_rule, keep_count)
 
 # The hand-computed 2x3 example: |s| ranks 0.9 > 0.7 > 0.5 > 0.3 > 0.2 > 0.1.
 SCORES = np.array([[0.1, -0.9, 0.3],
@@ -210,50 +210,23 @@ def test_get_rule_names_and_unknown_names():
         TopKScores(keep_fraction=1.5)
 
 
-def _reference_top_k(scores, k, allowed=None):
-    """k largest allowed scores, earlier positions first among equal ones (a stable sort)."""
-    flat = scores.reshape(-1)
-    ok = np.ones(flat.size, bool) if allowed is None else allowed.reshape(-1) > 0
-    order = np.lexsort((np.arange(flat.size), -flat.astype(np.float64), ~ok))
-    keep = np.zeros(flat.size, "float32")
-    keep[order[:k]] = 1.0
-    return keep.reshape(scores.shape)
 
 
-@pytest.mark.parametrize("kind", ["normal", "ties", "zeros", "wide_range", "negative"])
-def test_top_k_mask_matches_a_stable_sort(kind):
-    # 9001 entries: more than one sample (4096) and a partial last row of the tie split.
-    rng = np.random.default_rng(len(kind))
-    n = 9001
-    scores = {"normal": rng.normal(size=n),
-              "ties": rng.integers(0, 6, size=n),  # every threshold falls inside a tie
-              "zeros": np.zeros(n),
-              "wide_range": np.abs(rng.normal(size=n)) * 10.0 ** rng.integers(-30, 30, size=n),
-              "negative": -np.abs(rng.normal(size=n))}[kind].astype("float32")
-    allowed = (rng.random(n) < 0.6).astype("float32")
-    select = tf.function(top_k_mask)
-    for k in [0, 1, 2, 4500, n - 1, n]:
-        np.testing.assert_array_equal(select(scores, tf.constant(k)).numpy(),
-                                      _reference_top_k(scores, k),
-                                      err_msg=f"k={k}")
-    for k in [0, 1, 3000, int(allowed.sum())]:
-        np.testing.assert_array_equal(select(scores, tf.constant(k), allowed).numpy(),
-                                      _reference_top_k(scores, k, allowed), err_msg=f"k={k}")
-
-
-def test_top_k_mask_compiles_with_xla_and_splits_ties_by_position():
-    scores = np.array([3, 1, 2, 2, 2, 0, 2, 5], "float32")
-    select = tf.function(top_k_mask, jit_compile=True)
-    # the 2s tie at the threshold: the first ones (positions 2, 3) win
-    np.testing.assert_array_equal(select(scores, 4).numpy(), [1, 0, 1, 1, 0, 0, 0, 1])
-    np.testing.assert_array_equal(select(scores, 6).numpy(), [1, 0, 1, 1, 1, 0, 1, 1])
-    np.testing.assert_array_equal(select(scores, 0).numpy(), np.zeros(8))
-
-
-@pytest.mark.parametrize("n", [1, 1023, 1024, 3000])
-def test_first_flags_keeps_the_first_count_true_entries(n):
-    flags = np.random.default_rng(n).random(n) < 0.3
-    rank = np.cumsum(flags)
-    for count in sorted({0, 1, int(flags.sum()) // 2, int(flags.sum()), int(flags.sum()) + 5}):
-        got = mask_rules._first_flags(tf.constant(flags), tf.constant(count, tf.int32))
-        np.testing.assert_array_equal(got.numpy(), flags & (rank <= count), err_msg=str(count))
+def test_top_k_training_passes_keep_their_threshold_as_a_hint_outside_the_weights():
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=(40, 30)).astype("float32")
+    layer = _dense(TopKScores(0.3), scores)
+    hint = layer._top_k_hint
+    assert all(w.name != "top_k_hint" for w in layer.weights)  # neither saved nor restored
+    kept = int(keep_count(0.3, scores.size))
+    for step in range(3):
+        mask = layer.effective_mask(training=True).numpy()
+        assert mask.sum() == kept
+        threshold = tf.bitcast(hint, tf.float32).numpy()  # the hint: a threshold on |s|
+        assert np.sum(np.abs(scores) >= threshold) == kept
+        assert np.abs(scores)[mask == 1].min() > np.abs(scores)[mask == 0].max()
+        scores = scores + rng.normal(size=scores.shape).astype("float32") * 0.05
+        layer.scores.assign(scores)
+    hint.assign(12345)  # a stale hint gives the same mask
+    np.testing.assert_array_equal(layer.effective_mask(training=True).numpy(),
+                                  layer.binary_mask().numpy())

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_lottery.errors import ConfigError, check_choice, check_fraction
-from tf_lottery.layers.mask_rules import top_k_mask
+from tf_lottery.ops import top_k_mask
 from tf_lottery.masks import prunable_layers
 from tf_lottery.pruning.selection import SCOPES, check_scope, prune_count, remove_lowest
 from tf_lottery.sparsity.channel_graph import channel_groups

@@ -27,7 +27,8 @@ import tensorflow as tf
 
 from tf_lottery.compat import optimizer_slots
 from tf_lottery.errors import ConfigError, check_choice, check_fraction
-from tf_lottery.layers.mask_rules import FixedMask, top_k_mask
+from tf_lottery.layers.mask_rules import FixedMask
+from tf_lottery.ops import top_k_mask
 from tf_lottery.layers.masked import masked_layers
 from tf_lottery.sparsity.distributions import check_distribution, layer_densities
 from tf_lottery.sparsity.engine import MaskUpdater

@@ -11,7 +11,7 @@ hand case can check it and every updater and distribution shares one count and o
 import tensorflow as tf
 
 from tf_lottery.errors import ConfigError, check_choice
-from tf_lottery.layers.mask_rules import top_k_mask
+from tf_lottery.ops import top_k_mask
 
 POOLING_TYPES = ("AVG", "MAX")
 
