@@ -55,13 +55,16 @@ def keep_count(keep_fraction, n):
     return tf.cast(tf.math.ceil(tf.round(product * 1e6) / 1e6), tf.int32)
 
 
-def _straight_through(value, source, gate):
+def _straight_through(value, source, gate, all_open=False):
     """`value` in the forward pass (0 wherever gate is 0); the gradient reaches `source` as
     upstream ⊙ gate, i.e. ∂value/∂source = I on the gated edges. The same as
-    (value + source - stop_gradient(source)) ⊙ gate, without its three passes over the layer."""
+    (value + source - stop_gradient(source)) ⊙ gate, without its three passes over the layer
+    (and without the product where the boolean tensor `all_open` says the gate is all ones)."""
     @tf.custom_gradient
     def forward(source):
-        return tf.identity(value), lambda upstream: upstream * gate
+        def gradient(upstream):
+            return tf.cond(all_open, lambda: tf.identity(upstream), lambda: upstream * gate)
+        return tf.identity(value), gradient
     return forward(source)
 
 
@@ -101,18 +104,21 @@ class TopKScores(MaskRule):
         object.__setattr__(layer, "_top_k_hint", hint)
 
     def _hard_mask(self, layer, magnitude, allowed, hint=None):
-        """(0/1 at the top k of |s| among the allowed edges, its threshold); k counts the
-        allowed edges."""
+        """(0/1 at the top k of |s| among the allowed edges, its threshold, whether every edge
+        is allowed); k counts the allowed edges."""
         edges = allowed.shape.num_elements()
         # 0/1 masks sum exactly in float32 below 2^24 edges
         total = tf.reduce_sum(allowed if edges is not None and edges < 2**24
                               else tf.cast(allowed, tf.float64))
+        all_allowed = tf.equal(total, tf.cast(tf.size(allowed), total.dtype))
         k = keep_count(layer.keep_fraction, total)
         # |s| >= 0, so its float bits already order like its values; -1 ranks below them all
         key = tf.bitcast(tf.reshape(tf.cast(magnitude, tf.float32), [-1]), tf.int32)
-        key = tf.where(tf.reshape(allowed, [-1]) > 0, key, -1)
+        key = tf.cond(all_allowed, lambda: key,
+                      lambda: tf.where(tf.reshape(allowed, [-1]) > 0, key, -1))
         keep, threshold = top_k_threshold(key, k, hint)
-        return tf.reshape(tf.cast(keep, magnitude.dtype), tf.shape(magnitude)), threshold
+        hard = tf.reshape(tf.cast(keep, magnitude.dtype), tf.shape(magnitude))
+        return hard, threshold, all_allowed
 
     def binary_mask(self, layer):
         magnitude = tf.abs(tf.convert_to_tensor(layer.scores))
@@ -123,14 +129,14 @@ class TopKScores(MaskRule):
         magnitude = tf.abs(tf.convert_to_tensor(layer.scores))
         allowed = tf.cast(tf.convert_to_tensor(layer.mask), magnitude.dtype)
         hint = getattr(layer, "_top_k_hint", None) if training else None
-        hard, threshold = self._hard_mask(layer, magnitude, allowed, hint)
+        hard, threshold, all_allowed = self._hard_mask(layer, magnitude, allowed, hint)
         hard = tf.stop_gradient(hard)
         if training:
             if hint is not None:
                 hint.assign(threshold)
             selected = tf.cast(hard, layer.ever_selected.dtype)
             layer.ever_selected.assign(tf.maximum(layer.ever_selected, selected))
-        return _straight_through(hard, magnitude, allowed)
+        return _straight_through(hard, magnitude, allowed, all_allowed)
 
     def get_config(self):
         return {"keep_fraction": self.keep_fraction}
