@@ -214,7 +214,7 @@ def test_get_rule_names_and_unknown_names():
 
 def test_top_k_training_passes_keep_their_threshold_as_a_hint_outside_the_weights():
     rng = np.random.default_rng(5)
-    scores = rng.normal(size=(40, 30)).astype("float32")
+    scores = rng.normal(size=(100, 90)).astype("float32")  # > 8192 edges: the counting search
     layer = _dense(TopKScores(0.3), scores)
     hint = layer._top_k_hint
     assert all(w.name != "top_k_hint" for w in layer.weights)  # neither saved nor restored

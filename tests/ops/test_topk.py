@@ -108,3 +108,11 @@ def test_first_true_keeps_the_first_count_true_entries(n):
 def test_an_unknown_method_is_one_error():
     with pytest.raises(ValueError, match="top-k method"):
         top_k_mask(np.ones(3, "float32"), 1, method="radix")
+
+
+def test_auto_sorts_small_tensors_and_counts_large_ones_on_a_cpu():
+    if tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"):
+        pytest.skip("'auto' always sorts on accelerators")
+    assert topk.use_sort("auto", 1000) and topk.use_sort("auto", topk._SORT_UP_TO)
+    assert not topk.use_sort("auto", topk._SORT_UP_TO + 1) and not topk.use_sort("auto")
+    assert topk.use_sort("sort", 10**7) and not topk.use_sort("count", 10)

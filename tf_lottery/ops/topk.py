@@ -15,7 +15,8 @@ runs on integers and ends exactly. Two ways to find the k-th largest key give th
   a strided sample of the keys. When ties at the k-th largest key make f(t) = k impossible, the
   search ends on that key and the tie is split by position (`_first_true`).
 
-`method='auto'` sorts where a GPU or TPU is visible and counts on CPUs. `top_k_threshold`
+`method='auto'` sorts where a GPU or TPU is visible, and on CPUs for up to 8192 values (where
+the search's loop costs more than the sort); it counts otherwise. `top_k_threshold`
 also returns the threshold it found, to serve as the next call's hint.
 """
 import tensorflow as tf
@@ -24,6 +25,9 @@ METHODS = ("auto", "sort", "count")
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 _SAMPLE_SIZE = 4096  # strided sample whose order statistics give the first probes
 _BISECT_AFTER = 12  # regula falsi probes; then bisection bounds the worst case (~32 more)
+# On 2 CPU cores a stable sort of 1,000 / 2,304 / 9,216 / 36,864 keys took 0.0 / 0.35 / 1.2 /
+# 4.6 ms, the counting search 0.4 / 0.8 / 1.1 / 1.1 ms (its while loop's dispatch dominates)
+_SORT_UP_TO = 8192
 _OVERSHOOT = 1.2  # a step from a hint goes 1.2x the estimated distance (then x4 per probe)
 
 
@@ -162,13 +166,15 @@ def _sort_top_k(keys, k):
     return rank < k, tf.gather(keys, order[k - 1])
 
 
-def use_sort(method):
-    """Whether `method` ('auto', 'sort' or 'count') means sorting on this machine."""
+def use_sort(method, size=None):
+    """Whether `method` ('auto', 'sort' or 'count') means sorting `size` keys on this machine:
+    'auto' sorts on GPUs and TPUs, and on CPUs up to _SORT_UP_TO keys."""
     if method not in METHODS:
         raise ValueError(f"top-k method must be one of {METHODS}, got {method!r}")
     if method == "auto":
         return bool(tf.config.list_logical_devices("GPU") or
-                    tf.config.list_logical_devices("TPU"))
+                    tf.config.list_logical_devices("TPU") or
+                    (size is not None and size <= _SORT_UP_TO))
     return method == "sort"
 
 
@@ -181,7 +187,7 @@ def top_k_threshold(keys, k, hint=None, method="auto"):
     k = tf.clip_by_value(tf.cast(k, tf.int32), 0, n)
 
     def select():
-        if use_sort(method):
+        if use_sort(method, keys.shape.num_elements()):
             return _sort_top_k(keys, k)
         return _count_top_k(keys, k, hint)
 
