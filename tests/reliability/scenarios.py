@@ -81,7 +81,7 @@ BAD_STARTS = [
     ("unknown_schedule", [SOFT], ["TrainingRecipe.lr_schedule='cosin'"],
      ["TrainingRecipe.lr_schedule", "'cosine'"]),
     ("unknown_variant", [SOFT], ["EdgePopupSearch.variant='soft'"],
-     ["variant 'soft'", "soft_lr"]),
+     ["EdgePopupSearch.variant", "got 'soft'", "soft_lr"]),
     ("unknown_source", [SOFT], ["load_dataset.source='web'"], ["load_dataset.source"]),
     ("unknown_augmentation", [SOFT], ["load_dataset.augmentation='crazy'"],
      ["load_dataset.augmentation"]),
