@@ -6,6 +6,7 @@ what a reader copies."""
 import os
 import re
 
+import numpy as np
 import pytest
 
 from tests.conftest import needs_fashion_mnist
@@ -27,8 +28,8 @@ def section(text, title):
     return text[:end if end >= 0 else len(text)][start:], text.count("\n", 0, start)
 
 
-def _run(path, blocks, line_offset=0):
-    namespace = {"__name__": "__docs__"}
+def _run(path, blocks, line_offset=0, names=None):
+    namespace = {"__name__": "__docs__", **(names or {})}
     for line, code in blocks:
         # padded so that a traceback names the line of the document
         exec(compile("\n" * (line_offset + line - 1) + code, path, "exec"), namespace)
@@ -79,3 +80,20 @@ def test_adding_a_search_example_runs(tmp_path, monkeypatch):
     rounds = namespace["result"].rounds
     assert [r["sparsity"] for r in rounds] == pytest.approx([0.0, 0.8], abs=1e-3)
     assert rounds[1]["algorithm"] == "one_shot_magnitude"
+
+
+def test_readme_channel_pruning_block_runs_on_a_readers_masked_model():
+    from tests.sparsity.test_channels import _randomise_norms, branching_net
+
+    path = os.path.join(ROOT, "README.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    blocks = [(line, code) for line, code in python_blocks(text) if "prune_channels(" in code]
+    assert len(blocks) == 1
+    network = branching_net()  # the reader's masked model
+    _randomise_norms(network)
+    namespace = _run(path, blocks, names={"network": network})
+    small = namespace["small"]
+    assert small.get_layer("c1").kernel.shape[-1] == 2  # half of c1's 4 filters are gone
+    x = np.random.default_rng(0).normal(size=(3, 8, 8, 2)).astype("float32")
+    np.testing.assert_allclose(small(x), network(x), rtol=1e-5, atol=1e-5)
