@@ -123,7 +123,7 @@ class TopKScores(MaskRule):
     def binary_mask(self, layer):
         magnitude = tf.abs(tf.convert_to_tensor(layer.scores))
         allowed = tf.cast(tf.convert_to_tensor(layer.mask), magnitude.dtype)
-        return self._hard_mask(layer, magnitude, allowed)[0] * allowed
+        return self._hard_mask(layer, magnitude, allowed)[0]  # k <= the allowed edges
 
     def mask(self, layer, training=None):
         magnitude = tf.abs(tf.convert_to_tensor(layer.scores))

@@ -13,7 +13,7 @@ import os
 from tf_lottery import masks as masks_lib
 from tf_lottery.layers.mask_rules import FixedMask
 from tf_lottery.search.rewind import assign_dense_weights, load_dense_weights
-from tf_lottery.search.side_run import RESULT_FILE, train_side_run  # noqa: F401 (re-exported)
+from tf_lottery.search.side_run import train_side_run
 from tf_lottery.training.sparse_model import SparseModel
 
 
