@@ -25,8 +25,8 @@ METHODS = ("auto", "sort", "count")
 INT32_MIN, INT32_MAX = -2**31, 2**31 - 1
 _SAMPLE_SIZE = 4096  # strided sample whose order statistics give the first probes
 _BISECT_AFTER = 12  # regula falsi probes; then bisection bounds the worst case (~32 more)
-# On 2 CPU cores a stable sort of 1,000 / 2,304 / 9,216 / 36,864 keys took 0.0 / 0.35 / 1.2 /
-# 4.6 ms, the counting search 0.4 / 0.8 / 1.1 / 1.1 ms (its while loop's dispatch dominates)
+# bench/topk.py on 2 CPU cores: a stable sort of 1,000 / 2,304 / 9,216 / 36,864 keys took
+# 0.2 / 0.4 / 1.1 / 6.6 ms, the warm counting search 0.7 / 0.7 / 0.8 / 1.7 ms (docs/RESULTS.md)
 _SORT_UP_TO = 8192
 _OVERSHOOT = 1.2  # a step from a hint goes 1.2x the estimated distance (then x4 per probe)
 
